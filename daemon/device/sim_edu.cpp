@@ -43,6 +43,22 @@ bool isEventfd(int fd)
 	return std::strcmp(link, "anon_inode:[eventfd]") == 0;
 }
 
+// The RAM BAR's last page is left out of the mmap, as real devices trap a doorbell or
+// MSI-X page: this exercises the capability chain, argsz probing and sparse mapping.
+std::vector<uint8_t> ramBarSparseCap()
+{
+	vfio_region_info_cap_sparse_mmap cap{};
+	cap.header.id = VFIO_REGION_INFO_CAP_SPARSE_MMAP;
+	cap.header.version = 1;
+	cap.header.next = 0;
+	cap.nr_areas = 1;
+	vfio_region_sparse_mmap_area area{ 0, kRamBarSize - kRamBarTrappedSize };
+	std::vector<uint8_t> bytes(sizeof(cap) + sizeof(area));
+	std::memcpy(bytes.data(), &cap, sizeof(cap));
+	std::memcpy(bytes.data() + sizeof(cap), &area, sizeof(area));
+	return bytes;
+}
+
 } // namespace
 
 Result<std::unique_ptr<SimEdu>> SimEdu::create()
@@ -128,6 +144,7 @@ Result<RegionInfo> SimEdu::regionInfo(uint32_t index) const
 		r.size = kRamBarSize;
 		r.mmapOffset = 0;
 		r.fd = ramFd_.get();
+		r.caps = ramBarSparseCap();
 		break;
 	case VFIO_PCI_CONFIG_REGION_INDEX:
 		r.flags = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;

@@ -39,6 +39,7 @@ constexpr uint64_t kBar0Size = 1 << 20;
 // The RAM-like BAR that is handed to the client as a memfd to mmap.
 constexpr unsigned kRamBar = 2;
 constexpr uint64_t kRamBarSize = 64 * 1024;
+constexpr uint64_t kRamBarTrappedSize = 4096; // the last page: REGION_READ/WRITE only
 constexpr uint32_t kMsiCapOffset = 0x40;
 } // namespace edu
 

@@ -52,8 +52,8 @@ Result<std::vector<CapView>> walkCapChain(std::span<const uint8_t> info, uint32_
 		if (off < minOffset)
 			return makeError(EINVAL, "capability at offset %u overlaps the %u-byte fixed info struct",
 					 off, minOffset);
-		if (off % kCapAlign)
-			return makeError(EINVAL, "capability at offset %u is not %u-byte aligned", off, kCapAlign);
+		if (off % kCapMinAlign)
+			return makeError(EINVAL, "capability at offset %u is not %u-byte aligned", off, kCapMinAlign);
 		if (off > size || size - off < kCapHeaderSize)
 			return makeError(EINVAL, "capability at offset %u runs past the end of the %llu-byte info buffer",
 					 off, static_cast<unsigned long long>(size));

@@ -16,7 +16,11 @@
 // buffer it came with, so the same code can parse kernel replies, vfio-user replies and fuzz input.
 namespace vfio_broker::device {
 
-// vfio_info_cap_add() pads every capability to 8 bytes, and the payloads hold u64 fields.
+// Linux 6.1's vfio_info_cap_add() packs capabilities back to back, so a 12-byte DMA-available cap puts the
+// IOVA-range cap at offset 68 of a VFIO_IOMMU_GET_INFO reply (seen in the lab); later kernels pad each to 8.
+// Walkers therefore accept 4-byte alignment (that of the header's u32 "next"), and read fields with memcpy.
+constexpr uint32_t kCapMinAlign = 4;
+// Chains we build are padded to 8, as newer kernels do, so the u64 fields in them are naturally aligned.
 constexpr uint32_t kCapAlign = 8;
 constexpr uint32_t kCapHeaderSize = sizeof(struct vfio_info_cap_header);
 // The fixed part of vfio_region_info; our region capability chains start right after it.
@@ -40,7 +44,7 @@ struct Capability {
 };
 
 // Walk the chain whose first header is at firstOffset (0 = no chain) in an info buffer. Refuses headers
-// before minOffset (inside the fixed struct), misaligned, running past the buffer, or visited twice.
+// before minOffset (inside the fixed struct), not 4-byte aligned, running past the buffer, or visited twice.
 Result<std::vector<CapView>> walkCapChain(std::span<const uint8_t> info, uint32_t firstOffset, uint32_t minOffset);
 
 // The first capability with this id, if any.

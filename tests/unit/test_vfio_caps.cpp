@@ -159,10 +159,22 @@ TEST_CASE("walkCapChain_headerStraddlingBufferEnd_isRefused", "[vfio_caps]")
 TEST_CASE("walkCapChain_misalignedNext_isRefused", "[vfio_caps]")
 {
 	InfoBuffer buf(64);
-	buf.header(32, 1, 1, 44);
+	buf.header(32, 1, 1, 42);
 	auto chain = walkCapChain(buf.bytes, 32, 32);
 	REQUIRE_FALSE(chain.ok());
 	CHECK_THAT(chain.error().message, Catch::Contains("aligned"));
+}
+
+TEST_CASE("walkCapChain_capPackedAt4ByteOffsetLikeLinux61_isAccepted", "[vfio_caps]")
+{
+	InfoBuffer buf(64);
+	buf.header(32, 1, 1, 44); // a 12-byte cap followed directly by the next, as 6.1 lays them out
+	buf.header(44, 2, 1, 0);
+	auto chain = walkCapChain(buf.bytes, 32, 32);
+	REQUIRE(chain.ok());
+	REQUIRE(chain->size() == 2);
+	CHECK((*chain)[0].length == 12);
+	CHECK((*chain)[1].offset == 44);
 }
 
 TEST_CASE("walkCapChain_nextInsideFixedStruct_isRefused", "[vfio_caps]")
@@ -268,23 +280,34 @@ TEST_CASE("parseSparseMmap_truncatedBody_isRefused", "[vfio_caps]")
 
 namespace {
 
-// A vfio_iommu_type1_info reply shaped like 6.1's: migration, DMA-available and IOVA-range caps.
-InfoBuffer kernelIommuInfo()
+// A vfio_iommu_type1_info reply as Linux 6.1 returns it (captured in the lab): migration, DMA-available and
+// IOVA-range caps packed back to back, so the 12-byte DMA-available cap leaves the IOVA cap at offset 68.
+// With aligned = true the caps are padded to 8 bytes as newer kernels do.
+struct IommuInfoLayout {
+	size_t dmaAvail = 56;
+	size_t iova = 68;
+};
+
+InfoBuffer kernelIommuInfo(bool aligned = false, IommuInfoLayout *layout = nullptr)
 {
-	InfoBuffer buf(24 + 32 + 16 + 16 + 2 * 16);
+	IommuInfoLayout at;
+	at.iova = aligned ? 72 : 68;
+	InfoBuffer buf(at.iova + 16 + 2 * 16);
 	buf.put<uint32_t>(0, static_cast<uint32_t>(buf.bytes.size()));
 	buf.put<uint32_t>(4, VFIO_IOMMU_INFO_PGSIZES | VFIO_IOMMU_INFO_CAPS);
 	buf.put<uint64_t>(8, 0x40201000);
 	buf.put<uint32_t>(16, 24);
-	buf.header(24, VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION, 1, 56);
-	buf.header(56, VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, 1, 72);
-	buf.put<uint32_t>(64, 65535);
-	buf.header(72, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, 1, 0);
-	buf.put<uint32_t>(80, 2);
-	buf.put<uint64_t>(88, 0);
-	buf.put<uint64_t>(96, 0xfedfffff);
-	buf.put<uint64_t>(104, 0xfef00000);
-	buf.put<uint64_t>(112, 0x7fffffffff);
+	buf.header(24, VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION, 1, static_cast<uint32_t>(at.dmaAvail));
+	buf.header(at.dmaAvail, VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, 1, static_cast<uint32_t>(at.iova));
+	buf.put<uint32_t>(at.dmaAvail + 8, 65535);
+	buf.header(at.iova, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, 1, 0);
+	buf.put<uint32_t>(at.iova + 8, 2);
+	buf.put<uint64_t>(at.iova + 16, 0);
+	buf.put<uint64_t>(at.iova + 24, 0xfedfffff);
+	buf.put<uint64_t>(at.iova + 32, 0xfef00000);
+	buf.put<uint64_t>(at.iova + 40, 0x7fffffffff);
+	if (layout)
+		*layout = at;
 	return buf;
 }
 
@@ -305,6 +328,16 @@ TEST_CASE("parseIommuInfoCaps_kernelReply_yieldsIovaRangesAndDmaAvail", "[vfio_c
 	CHECK(*caps->dmaAvail == 65535);
 }
 
+TEST_CASE("parseIommuInfoCaps_capsPaddedTo8Bytes_parseTheSame", "[vfio_caps]")
+{
+	InfoBuffer buf = kernelIommuInfo(true);
+	auto caps = parseIommuInfoCaps(buf.bytes);
+	REQUIRE(caps.ok());
+	REQUIRE(caps->iovaRanges.size() == 2);
+	CHECK(caps->iovaRanges[1].last == 0x7fffffffff);
+	CHECK(caps->dmaAvail == 65535u);
+}
+
 TEST_CASE("parseIommuInfoCaps_withoutCapsFlag_isEmpty", "[vfio_caps]")
 {
 	InfoBuffer buf = kernelIommuInfo();
@@ -317,32 +350,36 @@ TEST_CASE("parseIommuInfoCaps_withoutCapsFlag_isEmpty", "[vfio_caps]")
 
 TEST_CASE("parseIommuInfoCaps_rangeCountBeyondBuffer_isRefused", "[vfio_caps]")
 {
-	InfoBuffer buf = kernelIommuInfo();
-	buf.put<uint32_t>(80, 3);
+	IommuInfoLayout at;
+	InfoBuffer buf = kernelIommuInfo(false, &at);
+	buf.put<uint32_t>(at.iova + 8, 3);
 	CHECK_FALSE(parseIommuInfoCaps(buf.bytes).ok());
-	buf.put<uint32_t>(80, 0xffffffff);
+	buf.put<uint32_t>(at.iova + 8, 0xffffffff);
 	CHECK_FALSE(parseIommuInfoCaps(buf.bytes).ok());
 }
 
 TEST_CASE("parseIommuInfoCaps_invertedRange_isRefused", "[vfio_caps]")
 {
-	InfoBuffer buf = kernelIommuInfo();
-	buf.put<uint64_t>(88, 0x1000);
-	buf.put<uint64_t>(96, 0xfff);
+	IommuInfoLayout at;
+	InfoBuffer buf = kernelIommuInfo(false, &at);
+	buf.put<uint64_t>(at.iova + 16, 0x1000);
+	buf.put<uint64_t>(at.iova + 24, 0xfff);
 	CHECK_FALSE(parseIommuInfoCaps(buf.bytes).ok());
 }
 
 TEST_CASE("parseIommuInfoCaps_overlappingRanges_areRefused", "[vfio_caps]")
 {
-	InfoBuffer buf = kernelIommuInfo();
-	buf.put<uint64_t>(104, 0xfed00000);
+	IommuInfoLayout at;
+	InfoBuffer buf = kernelIommuInfo(false, &at);
+	buf.put<uint64_t>(at.iova + 32, 0xfed00000);
 	CHECK_FALSE(parseIommuInfoCaps(buf.bytes).ok());
 }
 
 TEST_CASE("parseIommuInfoCaps_unknownIovaCapVersion_isSkipped", "[vfio_caps]")
 {
-	InfoBuffer buf = kernelIommuInfo();
-	buf.put<uint16_t>(74, 2);
+	IommuInfoLayout at;
+	InfoBuffer buf = kernelIommuInfo(false, &at);
+	buf.put<uint16_t>(at.iova + 2, 2);
 	auto caps = parseIommuInfoCaps(buf.bytes);
 	REQUIRE(caps.ok());
 	CHECK_FALSE(caps->hasIovaRanges);
@@ -350,8 +387,9 @@ TEST_CASE("parseIommuInfoCaps_unknownIovaCapVersion_isSkipped", "[vfio_caps]")
 
 TEST_CASE("parseIommuInfoCaps_capOffsetLoop_isRefused", "[vfio_caps]")
 {
-	InfoBuffer buf = kernelIommuInfo();
-	buf.header(72, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, 1, 24);
+	IommuInfoLayout at;
+	InfoBuffer buf = kernelIommuInfo(false, &at);
+	buf.header(at.iova, VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, 1, 24);
 	CHECK_FALSE(parseIommuInfoCaps(buf.bytes).ok());
 }
 

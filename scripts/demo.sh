@@ -1,0 +1,40 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# The main job on any machine: install, build, serve the simulated edu device with
+# vfio-broker-device and drive it with the client library, one step per line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/install-deps.sh >/dev/null
+./scripts/build.sh build >/dev/null
+
+work=$(mktemp -d)
+cleanup() {
+  [ -n "${daemon:-}" ] && kill -TERM "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== vfio-broker demo: a simulated QEMU 'edu' PCI device served over vfio-user"
+echo "   daemon: build/daemon/vfio-broker-device --device sim:edu --socket $work/edu.sock"
+mkfifo "$work/ready"
+build/daemon/vfio-broker-device --device sim:edu --socket "$work/edu.sock" --ready-fd 3 \
+  3>"$work/ready" 2>"$work/daemon.log" &
+daemon=$!
+# Blocks until the daemon reports that it is listening (it writes READY=1 and closes).
+read -r ready <"$work/ready"
+echo "   daemon ready ($ready), pid $daemon"
+echo
+echo "== the device as a VMM sees it (vfio-broker-client info)"
+build/client/vfio-broker-client info --socket "$work/edu.sock" | sed 's/^/   /'
+echo
+echo "== the edu walk-through (vfio-broker-client edu): each line is one step"
+status=0
+build/client/vfio-broker-client edu --socket "$work/edu.sock" || status=$?
+echo
+echo "== daemon log"
+kill -TERM "$daemon"
+wait "$daemon" || status=$?
+daemon=
+sed 's/^/   /' "$work/daemon.log"
+exit $status

@@ -1,0 +1,29 @@
+#!/bin/bash
+# SPDX-License-Identifier: Apache-2.0
+# Install, build and run every test tier: unit, protocol and the QEMU lab in the main build,
+# then unit and protocol again under ASan+UBSan. Ends with one line "N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/install-deps.sh || { echo "0 passed, 1 failed"; exit 1; }
+
+logs=()
+run_suites() { # BUILDDIR [meson setup options...] -- [meson test options...]
+  local dir=$1; shift
+  local setup=() testargs=()
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do setup+=("$1"); shift; done
+  [ $# -gt 0 ] && shift
+  testargs=("$@")
+  logs+=("$dir/meson-logs/testlog.json")
+  rm -f "$dir/meson-logs/testlog.json"
+  if ! ./scripts/build.sh "$dir" "${setup[@]}"; then
+    echo "build of $dir failed" >&2
+    return
+  fi
+  meson test -C "$dir" --print-errorlogs --num-processes 2 "${testargs[@]}" || true
+}
+
+run_suites build
+run_suites build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dlab=disabled -- \
+  --suite unit --suite protocol
+python3 scripts/test-summary.py "${logs[@]}"
