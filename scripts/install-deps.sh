@@ -9,7 +9,7 @@ PKGS=(
   g++ meson ninja-build pkg-config python3
   libboost-dev libfdt-dev linux-libc-dev
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc grpc-proto
-  catch2
+  catch2 clang libclang-rt-14-dev
   # tests and tools
   systemd device-tree-compiler util-linux
   # lab: QEMU TCG guests with real kernel VFIO

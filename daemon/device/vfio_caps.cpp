@@ -73,6 +73,10 @@ Result<std::vector<CapView>> walkCapChain(std::span<const uint8_t> info, uint32_
 	for (CapView &cap : chain) {
 		auto next = std::upper_bound(starts.begin(), starts.end(), cap.offset);
 		uint64_t end = next == starts.end() ? size : *next;
+		// Headers that overlap (two offsets closer than a header) make no chain a kernel builds.
+		if (end - cap.offset < kCapHeaderSize)
+			return makeError(EINVAL, "capability headers at offsets %u and %llu overlap", cap.offset,
+					 static_cast<unsigned long long>(end));
 		cap.length = static_cast<uint32_t>(end - cap.offset);
 	}
 	return chain;

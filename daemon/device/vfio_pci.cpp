@@ -105,18 +105,16 @@ Result<std::unique_ptr<VfioContainer>> VfioContainer::open(const VfioOpenOptions
 	auto self = std::make_unique<VfioContainer>();
 	self->groupId_ = group;
 
-	// No-IOMMU groups get their own node name so nobody opens one by mistake.
-	std::string node = opts.devRoot + "/vfio/" + group;
-	if (!pathExists(node)) {
-		std::string noIommuNode = opts.devRoot + "/vfio/noiommu-" + group;
-		if (!pathExists(noIommuNode))
-			return makeError(ENOENT,
-					 "neither %s nor %s exists: is vfio-pci loaded and %s bound to it through "
-					 "driver_override?",
-					 node.c_str(), noIommuNode.c_str(), bdf.c_str());
-		node = noIommuNode;
-		self->noIommu_ = true;
-	}
+	// No-IOMMU groups get their own node name so nobody opens one by mistake. Sysfs names such a group
+	// "vfio-noiommu"; the node name alone decides when sysfs does not say.
+	const std::string groupNode = opts.devRoot + "/vfio/" + group;
+	const std::string noIommuNode = opts.devRoot + "/vfio/noiommu-" + group;
+	self->noIommu_ = isNoIommuGroup(opts.sysfsRoot, group) ||
+			 (!pathExists(groupNode) && pathExists(noIommuNode));
+	const std::string &node = self->noIommu_ ? noIommuNode : groupNode;
+	if (!pathExists(node))
+		return makeError(ENOENT, "%s does not exist: is vfio-pci loaded and %s bound to it?", node.c_str(),
+				 bdf.c_str());
 
 	auto container = openNode(opts.devRoot + "/vfio/vfio");
 	if (!container)

@@ -29,7 +29,8 @@ public:
 	virtual ~IommuBackend() = default;
 
 	virtual const IommuInfo &info() const = 0;
-	// How many more mappings the kernel accepts (type1 dma_entry_limit); nullopt when it does not say.
+	// How many mappings the kernel accepted when the backend was set up (type1 dma_entry_limit, 65535 by
+	// default); nullopt when it does not say. A bound for the server's own mapping limit.
 	virtual std::optional<uint32_t> dmaMappingsAvailable() const = 0;
 	virtual Status mapDma(uint64_t iova, uint64_t size, void *vaddr, bool readable, bool writable) = 0;
 	virtual Status unmapDma(uint64_t iova, uint64_t size) = 0;

@@ -30,7 +30,7 @@ export LD_LIBRARY_PATH
 # Guest-side limits, so that one hung step still leaves time for the others and the logs.
 # A healthy run needs a few seconds; the host's LAB_TIMEOUT (300 s) covers the worst case
 # of both daemons timing out plus all four clients timing out.
-READY_TIMEOUT=15    # seconds for a daemon to report READY=1
+READY_TIMEOUT=30    # seconds for a daemon to report READY=1
 CLIENT_TIMEOUT=45   # seconds for one client run
 
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
@@ -48,7 +48,7 @@ finish() {
         fi
     done
     echo "LAB: dmesg (vfio, DMAR faults, crashes):"
-    dmesg | grep -iE 'vfio|IRQ remapping|DMAR: \[|DMAR: DRHD|segfault|traps:|bug:|oops|call trace|warning:' |
+    dmesg | grep -E 'vfio|VFIO|IRQ remapping|DMAR: \[|DMAR: DRHD|segfault|traps:|BUG:|Oops:|Call Trace|WARNING:' |
         tail -n 40 | sed 's/^/dmesg| /'
     echo "LAB: done at $(uptime_s)s"
     sync

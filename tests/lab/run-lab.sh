@@ -232,7 +232,7 @@ boot_guest() {
         2>"$WORK/qemu.stderr" </dev/null &
     qpid=$!
     # If we are interrupted (meson timeout, ^C), take QEMU down with us.
-    trap 'kill -TERM $qpid 2>/dev/null; exit 1' INT TERM
+    trap 'log "interrupted; stopping QEMU"; kill -TERM $qpid 2>/dev/null; exit 1' INT TERM
     QEMU_RC=0
     wait "$qpid" || QEMU_RC=$?
     trap - INT TERM
@@ -283,8 +283,10 @@ report_and_check() {
     local fails
     fails=$(grep -E '^\[[a-z0-9-]+\] FAIL' <<<"$SERIAL_TEXT" || true)
     [ -z "$fails" ] || CHECK_ERRORS+=("FAIL lines present:"$'\n'"$fails")
-    if grep -qE 'Kernel panic|BUG:|Oops|general protection fault' <<<"$SERIAL_TEXT"; then
-        CHECK_ERRORS+=("guest kernel trouble: $(grep -m 1 -E 'Kernel panic|BUG:|Oops|general protection fault' <<<"$SERIAL_TEXT")")
+    # Also sees the dmesg| section, where an Oops ends up while printk keeps the console quiet.
+    local trouble='Kernel panic|BUG:|Oops:|general protection fault'
+    if grep -qE "$trouble" <<<"$SERIAL_TEXT"; then
+        CHECK_ERRORS+=("guest kernel trouble: $(grep -m 1 -E "$trouble" <<<"$SERIAL_TEXT")")
     fi
     [ "$QEMU_RC" -eq 0 ] || CHECK_ERRORS+=("qemu exited with status $QEMU_RC")
 

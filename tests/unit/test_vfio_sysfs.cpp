@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "device/vfio_pci.h"
 #include "device/vfio_sysfs.h"
 
 using namespace vfio_broker::device;
@@ -358,4 +359,68 @@ TEST_CASE("describeNonViableGroup_noBlockerVisible_stillGivesRemedy", "[vfio_sys
 	auto msg = describeNonViableGroup("7", {});
 	CHECK_THAT(msg, Catch::StartsWith("IOMMU group 7 is not viable: "));
 	CHECK_THAT(msg, Catch::EndsWith("bind every member to vfio-pci or unbind it"));
+}
+
+// ---- openVfioPciDevice refuses early, before any ioctl, with the reason in words
+
+namespace {
+
+VfioOpenOptions fakeOptions(const FakeSysfs &sysfs)
+{
+	VfioOpenOptions opts;
+	opts.sysfsRoot = sysfs.root();
+	opts.devRoot = sysfs.root() + "/dev"; // no vfio nodes in it
+	return opts;
+}
+
+} // namespace
+
+TEST_CASE("openVfioPciDevice_deviceOnHostDriver_namesTheDriver", "[vfio_sysfs]")
+{
+	FakeSysfs sysfs;
+	sysfs.addPciDevice("pci0000:00/0000:00:1d.0/0000:03:00.0", "nvme", "12");
+	auto dev = openVfioPciDevice("03:00.0", fakeOptions(sysfs));
+	REQUIRE_FALSE(dev.ok());
+	CHECK(dev.error().code == EBUSY);
+	CHECK(dev.error().message == "0000:03:00.0 is bound to nvme, not vfio-pci; unbind it and bind it to vfio-pci");
+}
+
+TEST_CASE("openVfioPciDevice_unboundDevice_saysItHasNoDriver", "[vfio_sysfs]")
+{
+	FakeSysfs sysfs;
+	addTypicalTopology(sysfs);
+	auto dev = openVfioPciDevice("0000:00:02.0", fakeOptions(sysfs));
+	REQUIRE_FALSE(dev.ok());
+	CHECK(dev.error().code == ENODEV);
+	CHECK_THAT(dev.error().message, Catch::Contains("not bound to any driver"));
+}
+
+TEST_CASE("openVfioPciDevice_deviceWithoutIommuGroup_failsWithEnodev", "[vfio_sysfs]")
+{
+	FakeSysfs sysfs;
+	sysfs.addPciDevice("pci0000:00/0000:00:03.0", "vfio-pci", "");
+	auto dev = openVfioPciDevice("0000:00:03.0", fakeOptions(sysfs));
+	REQUIRE_FALSE(dev.ok());
+	CHECK(dev.error().code == ENODEV);
+	CHECK_THAT(dev.error().message, Catch::Contains("no IOMMU group"));
+}
+
+TEST_CASE("openVfioPciDevice_missingGroupNode_namesTheNode", "[vfio_sysfs]")
+{
+	FakeSysfs sysfs;
+	addTypicalTopology(sysfs);
+	auto dev = openVfioPciDevice("/sys/bus/pci/devices/0000:01:00.0", fakeOptions(sysfs));
+	REQUIRE_FALSE(dev.ok());
+	CHECK(dev.error().code == ENOENT);
+	CHECK_THAT(dev.error().message, Catch::Contains(sysfs.root() + "/dev/vfio/7 does not exist"));
+}
+
+TEST_CASE("openVfioPciDevice_noIommuGroupWithoutNode_namesTheNoIommuNode", "[vfio_sysfs]")
+{
+	FakeSysfs sysfs;
+	sysfs.addPciDevice("pci0000:00/0000:00:04.0", "vfio-pci", "0");
+	sysfs.writeFile("kernel/iommu_groups/0/name", "vfio-noiommu\n");
+	auto dev = openVfioPciDevice("0000:00:04.0", fakeOptions(sysfs));
+	REQUIRE_FALSE(dev.ok());
+	CHECK_THAT(dev.error().message, Catch::Contains("/dev/vfio/noiommu-0 does not exist"));
 }
