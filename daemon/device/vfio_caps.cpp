@@ -308,34 +308,45 @@ Result<RegionExposure> exposeRegion(uint32_t index, uint32_t kernelFlags, uint64
 		std::erase_if(caps, [id](const Capability &c) { return c.id == id; });
 	};
 
-	if (!allowMmap) {
-		// MSIX_MAPPABLE is an mmap permission too; without mmap it would only mislead.
+	if (!allowMmap || !(kernelFlags & VFIO_REGION_INFO_FLAG_MMAP)) {
+		// MSIX_MAPPABLE and sparse areas are mmap permissions; without mmap they would only mislead.
 		out.flags &= ~VFIO_REGION_INFO_FLAG_MMAP;
 		dropCaps(VFIO_REGION_INFO_CAP_SPARSE_MMAP);
 		dropCaps(VFIO_REGION_INFO_CAP_MSIX_MAPPABLE);
-	} else if ((kernelFlags & VFIO_REGION_INFO_FLAG_MMAP) && msix && index <= VFIO_PCI_BAR5_REGION_INDEX &&
-		   (msix->tableBar == index || msix->pbaBar == index) &&
-		   !hasCap(VFIO_REGION_INFO_CAP_MSIX_MAPPABLE)) {
+	} else {
 		// The kernel did not vouch for mapping the MSI-X structures, so a client mmap of them could
 		// bypass the vector programming vfio-pci traps.
-		std::optional<std::vector<MmapArea>> kernelAreas;
-		auto sparse = std::find_if(caps.begin(), caps.end(),
-					   [](const Capability &c) { return c.id == VFIO_REGION_INFO_CAP_SPARSE_MMAP; });
+		const bool hideMsix = msix && index <= VFIO_PCI_BAR5_REGION_INDEX &&
+				      (msix->tableBar == index || msix->pbaBar == index) &&
+				      !hasCap(VFIO_REGION_INFO_CAP_MSIX_MAPPABLE);
+		auto isSparse = [](const Capability &c) { return c.id == VFIO_REGION_INFO_CAP_SPARSE_MMAP; };
+		// One region has one set of areas; a second sparse cap could only contradict the first.
+		if (std::count_if(caps.begin(), caps.end(), isSparse) > 1)
+			return makeError(EINVAL, "region %u has more than one sparse mmap capability", index);
+		auto sparse = std::find_if(caps.begin(), caps.end(), isSparse);
+		std::optional<std::vector<MmapArea>> areas;
 		if (sparse != caps.end()) {
-			if (sparse->version != 1)
+			// A layout we do not know is passed on untouched, unless we must cut holes into it.
+			if (sparse->version != 1 && hideMsix)
 				return makeError(EINVAL, "region %u: sparse mmap capability version %u is unknown", index,
 						 sparse->version);
-			auto areas = parseSparseMmap(sparse->body);
-			if (!areas)
-				return withContext(areas.takeError(), strFormat("region %u", index));
-			kernelAreas = std::move(*areas);
+			if (sparse->version == 1) {
+				auto parsed = parseSparseMmap(sparse->body);
+				if (!parsed)
+					return withContext(parsed.takeError(), strFormat("region %u", index));
+				// Clipped to the region so clients never see an area they cannot map.
+				areas = subtractAreas(*parsed, {}, size);
+			}
 		}
-		auto areas = msixSparseAreas(index, size, *msix, kernelAreas, pageSize);
-		dropCaps(VFIO_REGION_INFO_CAP_SPARSE_MMAP);
-		if (areas.empty())
-			out.flags &= ~VFIO_REGION_INFO_FLAG_MMAP;
-		else
-			caps.push_back(makeSparseMmapCap(areas));
+		if (hideMsix)
+			areas = msixSparseAreas(index, size, *msix, areas, pageSize);
+		if (areas) {
+			dropCaps(VFIO_REGION_INFO_CAP_SPARSE_MMAP);
+			if (areas->empty())
+				out.flags &= ~VFIO_REGION_INFO_FLAG_MMAP;
+			else
+				caps.push_back(makeSparseMmapCap(*areas));
+		}
 	}
 
 	out.caps = std::move(caps);

@@ -117,10 +117,11 @@ struct RegionExposure {
 	std::vector<Capability> caps;
 };
 
-// Turn the kernel's view of region `index` into what we expose: with !allowMmap no mmap at all (MMAP flag,
-// sparse and MSI-X-mappable caps dropped); for the BAR(s) holding the MSI-X table/PBA without the kernel's
-// VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, a sparse cap that keeps the table/PBA pages out (MMAP dropped when no
-// area is left). Fails only on a malformed kernel sparse cap.
+// Turn the kernel's view of region `index` into what we expose: without mmap (!allowMmap, or no MMAP flag)
+// the MMAP flag, sparse and MSI-X-mappable caps all go; for the BAR(s) holding the MSI-X table/PBA without
+// the kernel's VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, a sparse cap that keeps the table/PBA pages out. A kernel
+// sparse cap is clipped to the region, and MMAP is dropped when no area is left. Other caps pass unchanged.
+// Fails only on a malformed kernel sparse cap.
 Result<RegionExposure> exposeRegion(uint32_t index, uint32_t kernelFlags, uint64_t size, std::vector<Capability> caps,
 				    const std::optional<MsixCapability> &msix, bool allowMmap, uint64_t pageSize);
 

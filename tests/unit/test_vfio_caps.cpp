@@ -177,6 +177,19 @@ TEST_CASE("walkCapChain_capPackedAt4ByteOffsetLikeLinux61_isAccepted", "[vfio_ca
 	CHECK((*chain)[1].offset == 44);
 }
 
+TEST_CASE("walkCapChain_headersCloserThanAHeaderApart_areRefusedAsOverlapping", "[vfio_caps]")
+{
+	// 4-byte alignment (needed for 6.1's packed chains) lets a hostile chain overlap two headers;
+	// the first cap's length would underflow.
+	InfoBuffer buf(64);
+	buf.header(32, 1, 1, 36); // the second header starts inside the first: its id is the first's "next"
+	buf.put<uint32_t>(40, 0);
+	auto chain = walkCapChain(buf.bytes, 32, 32);
+	REQUIRE_FALSE(chain.ok());
+	CHECK_THAT(chain.error().message, Catch::Contains("overlap"));
+	CHECK_FALSE(extractCaps(buf.bytes, 32, 32).ok());
+}
+
 TEST_CASE("walkCapChain_nextInsideFixedStruct_isRefused", "[vfio_caps]")
 {
 	InfoBuffer buf(64);
@@ -691,4 +704,67 @@ TEST_CASE("exposeRegion_configRegion_isNeverTreatedAsMsixBar", "[vfio_caps]")
 	auto e = exposeRegion(VFIO_PCI_CONFIG_REGION_INDEX, kRw, 256, {}, msix, true, 4096);
 	REQUIRE(e.ok());
 	CHECK(e->flags == kRw);
+}
+
+TEST_CASE("exposeRegion_kernelSparseAreaPastRegionEnd_isClipped", "[vfio_caps]")
+{
+	std::vector<Capability> caps{ makeSparseMmapCap(std::vector<MmapArea>{ { 0x1000, 0x10000 }, { 0x9000, 0x1000 } }) };
+	auto e = exposeRegion(2, kRwMmap | VFIO_REGION_INFO_FLAG_CAPS, 0x4000, caps, std::nullopt, true, 4096);
+	REQUIRE(e.ok());
+	CHECK(e->flags == (kRwMmap | VFIO_REGION_INFO_FLAG_CAPS));
+	REQUIRE(e->caps.size() == 1);
+	auto areas = parseSparseMmap(e->caps[0].body);
+	REQUIRE(areas.ok());
+	CHECK(*areas == std::vector<MmapArea>{ { 0x1000, 0x3000 } });
+}
+
+TEST_CASE("exposeRegion_kernelSparseCapWithNoAreas_dropsMmapFlag", "[vfio_caps]")
+{
+	std::vector<Capability> caps{ makeSparseMmapCap(std::vector<MmapArea>{}) };
+	auto e = exposeRegion(2, kRwMmap | VFIO_REGION_INFO_FLAG_CAPS, 0x4000, caps, std::nullopt, true, 4096);
+	REQUIRE(e.ok());
+	CHECK(e->flags == kRw);
+	CHECK(e->caps.empty());
+}
+
+TEST_CASE("exposeRegion_malformedSparseCapOnPlainBar_isAnError", "[vfio_caps]")
+{
+	std::vector<Capability> caps{ capWithBody(VFIO_REGION_INFO_CAP_SPARSE_MMAP, { 2, 0, 0, 0, 0, 0, 0, 0 }) };
+	CHECK_FALSE(exposeRegion(2, kRwMmap, 0x4000, caps, std::nullopt, true, 4096).ok());
+}
+
+TEST_CASE("exposeRegion_unknownSparseVersionOnPlainBar_passesUnchanged", "[vfio_caps]")
+{
+	std::vector<Capability> caps{ Capability{ VFIO_REGION_INFO_CAP_SPARSE_MMAP, 2, { 1, 2, 3 } } };
+	auto e = exposeRegion(2, kRwMmap, 0x4000, caps, std::nullopt, true, 4096);
+	REQUIRE(e.ok());
+	REQUIRE(e->caps.size() == 1);
+	CHECK(e->caps[0].version == 2);
+	CHECK(e->caps[0].body == std::vector<uint8_t>{ 1, 2, 3 });
+}
+
+TEST_CASE("exposeRegion_unknownSparseVersionOnMsixBar_isAnError", "[vfio_caps]")
+{
+	auto msix = msixAt(0, 0, 0, 0x800, 4);
+	std::vector<Capability> caps{ Capability{ VFIO_REGION_INFO_CAP_SPARSE_MMAP, 2, {} } };
+	CHECK_FALSE(exposeRegion(0, kRwMmap, 0x4000, caps, msix, true, 4096).ok());
+}
+
+TEST_CASE("exposeRegion_mmapCapsOnRegionWithoutMmapFlag_areDropped", "[vfio_caps]")
+{
+	std::vector<Capability> caps{ makeSparseMmapCap(std::vector<MmapArea>{ { 0, 0x1000 } }),
+				      Capability{ VFIO_REGION_INFO_CAP_MSIX_MAPPABLE, 1, {} } };
+	auto e = exposeRegion(3, kRw | VFIO_REGION_INFO_FLAG_CAPS, 0x4000, caps, std::nullopt, true, 4096);
+	REQUIRE(e.ok());
+	CHECK(e->flags == kRw);
+	CHECK(e->caps.empty());
+}
+
+TEST_CASE("exposeRegion_twoSparseCaps_isAnError", "[vfio_caps]")
+{
+	std::vector<Capability> caps{ Capability{ VFIO_REGION_INFO_CAP_SPARSE_MMAP, 2, {} },
+				      makeSparseMmapCap(std::vector<MmapArea>{ { 0, 0x1000 } }) };
+	auto e = exposeRegion(2, kRwMmap, 0x4000, caps, std::nullopt, true, 4096);
+	REQUIRE_FALSE(e.ok());
+	CHECK_THAT(e.error().message, Catch::Contains("more than one"));
 }
