@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "common/sigbus_guard.h"
+#include "device/vfio_caps.h"
 #include "vfio_user/protocol.h"
 
 namespace vfio_broker::device {
@@ -47,16 +48,9 @@ bool isEventfd(int fd)
 // MSI-X page: this exercises the capability chain, argsz probing and sparse mapping.
 std::vector<uint8_t> ramBarSparseCap()
 {
-	vfio_region_info_cap_sparse_mmap cap{};
-	cap.header.id = VFIO_REGION_INFO_CAP_SPARSE_MMAP;
-	cap.header.version = 1;
-	cap.header.next = 0;
-	cap.nr_areas = 1;
-	vfio_region_sparse_mmap_area area{ 0, kRamBarSize - kRamBarTrappedSize };
-	std::vector<uint8_t> bytes(sizeof(cap) + sizeof(area));
-	std::memcpy(bytes.data(), &cap, sizeof(cap));
-	std::memcpy(bytes.data() + sizeof(cap), &area, sizeof(area));
-	return bytes;
+	const MmapArea area{ 0, kRamBarSize - kRamBarTrappedSize };
+	const Capability cap = makeSparseMmapCap({ &area, 1 });
+	return buildCapChain({ &cap, 1 }, kRegionInfoSize);
 }
 
 } // namespace
