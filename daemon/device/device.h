@@ -62,6 +62,7 @@ struct IommuInfo {
 	uint64_t pgsizes = 4096;          // bitmap of supported page sizes
 	std::vector<IovaRange> iovaRanges; // usable IOVA windows
 	bool translates = true;            // false for no-IOMMU: DMA_MAP is refused
+	uint32_t maxMappings = 0;          // mappings the IOMMU driver still accepts; 0 = no limit known
 };
 
 class Device

@@ -211,6 +211,7 @@ Status VfioContainer::loadIommuInfo()
 	else // kernels before 5.4 do not say; the whole space is the honest default
 		info_.iovaRanges = { IovaRange{ 0, UINT64_MAX } };
 	dmaAvail_ = caps->dmaAvail;
+	info_.maxMappings = dmaAvail_.value_or(0);
 	info_.translates = true;
 	return {};
 }

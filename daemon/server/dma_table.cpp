@@ -17,6 +17,10 @@ using vfio_user::kDmaMapFlagWrite;
 DmaTable::DmaTable(device::Device &device, uint32_t maxMappings)
 	: device_(device), iommu_(device.iommuInfo()), maxMappings_(maxMappings)
 {
+	// The kernel's own limit (type1 dma_entry_limit) is the ceiling: refuse with our ENOSPC
+	// before the kernel would.
+	if (iommu_.maxMappings && iommu_.maxMappings < maxMappings_)
+		maxMappings_ = iommu_.maxMappings;
 	uint64_t host = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
 	uint64_t iommu = iommu_.pgsizes ? (iommu_.pgsizes & -iommu_.pgsizes) : host;
 	minPage_ = std::max(host, iommu);

@@ -7,6 +7,7 @@
 #include <linux/vfio.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/log.h"
@@ -40,6 +41,10 @@ bool singleBit(uint32_t v)
 
 constexpr unsigned kMaxLoggedErrors = 32;
 
+// Room for every request that is not a data transfer (VERSION with its JSON, DMA_MAP,
+// SET_IRQS, ...), however small --max-data-xfer is.
+constexpr uint32_t kMinMsgPayload = 4096;
+
 } // namespace
 
 Session::Session(device::Device &device, UniqueFd conn, const ServerLimits &limits)
@@ -70,7 +75,8 @@ void Session::stop()
 Status Session::run()
 {
 	ReaderLimits rl;
-	rl.maxMsgSize = sizeof(Header) + sizeof(RegionAccessPayload) + limits_.maxDataXfer;
+	rl.maxMsgSize = sizeof(Header) +
+			std::max<uint32_t>(sizeof(RegionAccessPayload) + limits_.maxDataXfer, kMinMsgPayload);
 	rl.maxFds = limits_.maxMsgFds;
 	MessageReader reader(conn_.get(), rl);
 	ReceivedMessage msg;
@@ -94,6 +100,9 @@ Status Session::run()
 		stats_.messages++;
 		Reply reply;
 		Status s = dispatch(msg, reply);
+		// Fds the handler did not take (a refused request) are closed before the reply, not
+		// held until the client sends its next message.
+		msg.fds.clear();
 		bool wantReply = !(msg.header.flags & kFlagNoReply);
 		if (!s) {
 			stats_.errors++;
@@ -256,7 +265,7 @@ Status Session::handleVersion(ReceivedMessage &msg, Reply &reply)
 			      scratch_.size() - sizeof(VersionPayload),
 			      "{\"capabilities\":{\"max_msg_fds\":%u,\"max_data_xfer_size\":%u,"
 			      "\"max_dma_maps\":%u,\"pgsizes\":%llu}}",
-			      limits_.maxMsgFds, limits_.maxDataXfer, limits_.maxDmaMaps,
+			      limits_.maxMsgFds, limits_.maxDataXfer, dma_.maxMappings(),
 			      (unsigned long long)device_.iommuInfo().pgsizes);
 	reply.add(scratch_.data(), sizeof(VersionPayload) + n + 1); // with the NUL
 	return {};
