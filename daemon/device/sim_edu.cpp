@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <vector>
 
 #include "common/sigbus_guard.h"
 #include "device/vfio_caps.h"
@@ -29,6 +30,17 @@ void signal(const UniqueFd &fd)
 {
 	if (fd)
 		(void)::eventfd_write(fd.get(), 1);
+}
+
+// Width of the next access when vfio-pci splits a read or write: the largest of 4, 2, 1 that
+// is aligned and fits.
+uint32_t accessWidth(uint64_t offset, uint32_t remaining)
+{
+	if (offset % 4 == 0 && remaining >= 4)
+		return 4;
+	if (offset % 2 == 0 && remaining >= 2)
+		return 2;
+	return 1;
 }
 
 // The kernel refuses anything but an eventfd in SET_IRQS; so do we.
@@ -190,13 +202,12 @@ Status SimEdu::regionRead(uint32_t index, uint64_t offset, void *data, uint32_t 
 			std::memcpy(out, &v, count);
 			return {};
 		}
-		// Other shapes: as the memory core splits them, in aligned 4-byte registers.
+		// Other shapes are split the way vfio-pci splits a pread: aligned 4-byte accesses,
+		// then 2- and 1-byte ones, which edu does not accept (they read as all ones).
 		for (uint32_t i = 0; i < count;) {
-			uint64_t word = (offset + i) & ~3ull;
-			uint32_t v = bar0Read(word, 4);
-			uint32_t skip = (offset + i) - word;
-			uint32_t n = std::min<uint32_t>(4 - skip, count - i);
-			std::memcpy(out + i, reinterpret_cast<uint8_t *>(&v) + skip, n);
+			uint32_t n = accessWidth(offset + i, count - i);
+			uint32_t v = n == 4 ? static_cast<uint32_t>(bar0Read(offset + i, 4)) : 0xffffffff;
+			std::memcpy(out + i, &v, n);
 			i += n;
 		}
 		return {};
@@ -221,6 +232,16 @@ Status SimEdu::regionWrite(uint32_t index, uint64_t offset, const void *data, ui
 			uint64_t v = 0;
 			std::memcpy(&v, data, count);
 			bar0Write(offset, v, count);
+			return {};
+		}
+		for (uint32_t i = 0; i < count;) {
+			uint32_t n = accessWidth(offset + i, count - i);
+			if (n == 4) {
+				uint32_t v;
+				std::memcpy(&v, static_cast<const uint8_t *>(data) + i, 4);
+				bar0Write(offset + i, v, 4);
+			}
+			i += n;
 		}
 		return {};
 	case VFIO_PCI_BAR0_REGION_INDEX + kRamBar:
@@ -267,8 +288,10 @@ void SimEdu::bar0Write(uint64_t addr, uint64_t value, unsigned size)
 		{
 			// The device computes in the background; completing at once is one of the
 			// schedules the real device may show, and keeps the simulation deterministic.
-			uint32_t n = static_cast<uint32_t>(value), f = 1;
-			for (uint32_t i = 2; i <= n; i++)
+			// From 34! on there are at least 32 factors of two: the value mod 2^32 is
+			// 0, and a client-chosen 0xffffffff must not spin the daemon.
+			uint32_t n = static_cast<uint32_t>(value), f = n >= 34 ? 0 : 1;
+			for (uint32_t i = 2; i <= n && f; i++)
 				f *= i;
 			factorial_ = f;
 		}
@@ -311,7 +334,9 @@ void SimEdu::raiseIrq(uint32_t bits)
 {
 	irqStatus_ |= bits;
 	if (irqMode_ == IrqMode::Msi) {
-		signal(msiFd_); // MSI is an edge: every raise is a message
+		// MSI is an edge: every raise with something pending is a message (as QEMU's edu).
+		if (irqStatus_)
+			signal(msiFd_);
 		return;
 	}
 	updateIntx();
@@ -342,18 +367,35 @@ bool SimEdu::dmaAccess(uint64_t iova, void *buf, uint32_t len, bool toRam)
 {
 	if (!(config_.read16(pci::kCommand) & pci::kCommandMaster))
 		return false; // bus mastering off: the device cannot issue the transaction
-	auto it = dma_.upper_bound(iova);
-	if (it == dma_.begin())
-		return false;
-	--it;
-	const DmaRange &r = it->second;
-	if (iova - r.iova > r.size || len > r.size - (iova - r.iova) || !r.vaddr)
-		return false;
 	uint32_t need = toRam ? vfio_user::kDmaMapFlagWrite : vfio_user::kDmaMapFlagRead;
-	if (!(r.prot & need))
-		return false;
-	uint8_t *host = static_cast<uint8_t *>(r.vaddr) + (iova - r.iova);
-	return toRam ? guardedCopy(host, buf, len) : guardedCopy(buf, host, len);
+	uint8_t *dev = static_cast<uint8_t *>(buf);
+	// Translate range by range, as an IOMMU walks its page tables: a transfer may cross
+	// adjacent mappings, and any untranslatable byte faults the whole transfer. Check
+	// everything first so a fault leaves memory untouched.
+	struct Piece {
+		uint8_t *host;
+		uint32_t len;
+	};
+	std::vector<Piece> pieces;
+	for (uint64_t at = iova, left = len; left > 0;) {
+		auto it = dma_.upper_bound(at);
+		if (it == dma_.begin())
+			return false;
+		--it;
+		const DmaRange &r = it->second;
+		if (at - r.iova >= r.size || !r.vaddr || !(r.prot & need))
+			return false;
+		uint64_t n = std::min<uint64_t>(left, r.size - (at - r.iova));
+		pieces.push_back({ static_cast<uint8_t *>(r.vaddr) + (at - r.iova), static_cast<uint32_t>(n) });
+		at += n;
+		left -= n;
+	}
+	for (const Piece &p : pieces) {
+		if (!(toRam ? guardedCopy(p.host, dev, p.len) : guardedCopy(dev, p.host, p.len)))
+			return false;
+		dev += p.len;
+	}
+	return true;
 }
 
 void SimEdu::runDma()
@@ -392,7 +434,8 @@ Status SimEdu::setIrqs(IrqSetRequest &req)
 			if (data == VFIO_IRQ_SET_DATA_EVENTFD) {
 				if (req.eventfds.empty()) {
 					intxFd_.reset();
-					irqMode_ = IrqMode::None;
+					if (irqMode_ == IrqMode::Intx)
+						irqMode_ = IrqMode::None;
 					return {};
 				}
 				if (irqMode_ == IrqMode::Msi)
@@ -429,7 +472,8 @@ Status SimEdu::setIrqs(IrqSetRequest &req)
 		if (data == VFIO_IRQ_SET_DATA_EVENTFD) {
 			if (req.eventfds.empty()) {
 				msiFd_.reset();
-				irqMode_ = IrqMode::None;
+				if (irqMode_ == IrqMode::Msi)
+					irqMode_ = IrqMode::None;
 				return {};
 			}
 			if (irqMode_ == IrqMode::Intx)

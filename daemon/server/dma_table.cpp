@@ -35,7 +35,7 @@ Status DmaTable::map(uint64_t iova, uint64_t size, uint32_t prot, UniqueFd fd, u
 {
 	if (size == 0)
 		return makeError(EINVAL, "DMA range of size 0");
-	if (iova + size < iova)
+	if (iova + size - 1 < iova)
 		return makeError(EINVAL, "DMA range 0x%llx+0x%llx wraps around",
 				 (unsigned long long)iova, (unsigned long long)size);
 	if ((iova | size | offset) & (minPage_ - 1))
@@ -62,7 +62,7 @@ Status DmaTable::map(uint64_t iova, uint64_t size, uint32_t prot, UniqueFd fd, u
 				 (unsigned long long)next->first);
 	if (next != entries_.begin()) {
 		auto prev = std::prev(next);
-		if (prev->first + prev->second.size > iova)
+		if (prev->first + (prev->second.size - 1) >= iova)
 			return makeError(EEXIST, "DMA range 0x%llx-0x%llx overlaps the mapping at 0x%llx",
 					 (unsigned long long)iova, (unsigned long long)last,
 					 (unsigned long long)prev->first);

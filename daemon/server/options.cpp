@@ -6,6 +6,7 @@
 #include <grp.h>
 #include <pwd.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <cstring>
 
@@ -116,7 +117,7 @@ Result<DaemonOptions> parseOptions(int argc, char **argv)
 	};
 
 	DaemonOptions o;
-	optind = 1;
+	optind = 0; // 0, not 1: glibc then also forgets a half-parsed group of short options
 	opterr = 0;
 	int c;
 	while ((c = getopt_long(argc, argv, ":h", longOptions, nullptr)) != -1) {
@@ -171,6 +172,10 @@ Result<DaemonOptions> parseOptions(int argc, char **argv)
 		case ':':
 			return makeError(EINVAL, "%s needs an argument", argv[optind - 1]);
 		default:
+			// A bad short option is only in optopt (argv may hold a whole group like -Zh);
+			// for long options optopt is 0 or the option's value, and argv names it.
+			if (optopt > 0 && optopt < 128 && std::isalnum(optopt))
+				return makeError(EINVAL, "unknown option \"-%c\" (see --help)", optopt);
 			return makeError(EINVAL, "unknown option \"%s\" (see --help)", argv[optind - 1]);
 		}
 	}

@@ -107,8 +107,13 @@ Status Session::run()
 		if (!s) {
 			stats_.errors++;
 			logError(msg.header, s.error());
-			if (wantReply && !sendError(msg.header, s.error()))
-				break;
+			if (wantReply) {
+				if (Status sent = sendError(msg.header, s.error()); !sent) {
+					if (!stopping_)
+						ended = withContext(sent.takeError(), "sending an error reply");
+					break;
+				}
+			}
 			if (s.error().code == ENOTSUP &&
 			    msg.header.command == static_cast<uint16_t>(Command::Version))
 				break; // incompatible major: the spec has the connection closed
@@ -126,7 +131,8 @@ Status Session::run()
 					  reply.fd >= 0 ? std::span<const int>(fds, 1)
 							: std::span<const int>());
 		if (!sent) {
-			ended = withContext(sent.takeError(), "sending a reply");
+			if (!stopping_)
+				ended = withContext(sent.takeError(), "sending a reply");
 			break;
 		}
 	}

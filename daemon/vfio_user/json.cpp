@@ -230,6 +230,34 @@ private:
 		return true;
 	}
 
+	// One UTF-8 sequence starting at pos_ (RFC 3629: no overlongs, surrogates or > U+10FFFF).
+	bool copyUtf8(std::string &out)
+	{
+		unsigned char c = s_[pos_];
+		size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 0;
+		if (n == 0 || c > 0xf4 || c == 0xc0 || c == 0xc1 || s_.size() - pos_ < n) {
+			err_ = "invalid UTF-8";
+			return false;
+		}
+		uint32_t cp = c & (0xff >> (n + 1));
+		for (size_t i = 1; i < n; i++) {
+			unsigned char cc = s_[pos_ + i];
+			if ((cc & 0xc0) != 0x80) {
+				err_ = "invalid UTF-8";
+				return false;
+			}
+			cp = (cp << 6) | (cc & 0x3f);
+		}
+		static const uint32_t minimum[] = { 0, 0, 0x80, 0x800, 0x10000 };
+		if (cp < minimum[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+			err_ = "invalid UTF-8";
+			return false;
+		}
+		out.append(s_.substr(pos_, n));
+		pos_ += n;
+		return true;
+	}
+
 	bool parseString(std::string &out)
 	{
 		pos_++; // opening quote
@@ -238,8 +266,15 @@ private:
 			if (c == '"')
 				return true;
 			if (c < 0x20) {
+				pos_--; // report the offending byte itself
 				err_ = "control character in string";
 				return false;
+			}
+			if (c >= 0x80) {
+				pos_--;
+				if (!copyUtf8(out))
+					return false;
+				continue;
 			}
 			if (c != '\\') {
 				out += static_cast<char>(c);

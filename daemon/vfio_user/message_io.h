@@ -71,6 +71,7 @@ private:
 
 // Send one message: header + payload iovecs in one sendmsg() with the fds attached.
 // Loops over partial writes (fds go with the first). MSG_NOSIGNAL: a dead peer is EPIPE.
+// The socket must be blocking: EAGAIN half-way through would tear the frame.
 Status sendMessage(int fd, const Header &header, std::span<const iovec> payload,
 		   std::span<const int> fds = {});
 

@@ -139,7 +139,11 @@ run_client() {
 
 # expect_clean_exit TAG: the client must have exited 0 (no FAIL, not timed out or crashed).
 expect_clean_exit() {
-    if [ "$CLIENT_RC" = 0 ]; then pass "$1-exit status 0"; else fail "$1-exit status $CLIENT_RC"; fi
+    case $CLIENT_RC in
+        0)   pass "$1-exit status 0" ;;
+        143) fail "$1-exit timed out after ${CLIENT_TIMEOUT}s (status 143)" ;;
+        *)   fail "$1-exit status $CLIENT_RC" ;;
+    esac
 }
 
 echo "LAB: guest up at $(uptime_s)s, kernel $(uname -r)"

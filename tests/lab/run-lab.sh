@@ -106,7 +106,9 @@ fetch_kernel() {
         t0=$(now)
         rm -rf "$tmp"; mkdir -p "$tmp"
         # apt-get download works unprivileged; as root it warns about the _apt sandbox (harmless).
-        if ! (cd "$tmp" && apt-get download "$kpkg=$ver" >download.log 2>&1); then
+        # Short network timeouts: an offline CI runner should skip quickly, not hang in apt.
+        if ! (cd "$tmp" && apt-get -o Acquire::Retries=2 -o Acquire::http::Timeout=30 \
+                download "$kpkg=$ver" >download.log 2>&1); then
             tail -n 5 "$tmp/download.log" >&2 || true
             rm -rf "$tmp"
             skip "cannot download $kpkg $ver (offline?)"
@@ -237,7 +239,7 @@ boot_guest() {
     wait "$qpid" || QEMU_RC=$?
     trap - INT TERM
     log "qemu exited with status $QEMU_RC after $(elapsed "$t0") s"
-    [ "$QEMU_RC" -eq 124 ] && log "guest hit the ${TIMEOUT} s wall-clock limit (LAB_TIMEOUT)"
+    if [ "$QEMU_RC" -eq 124 ]; then log "guest hit the ${TIMEOUT} s wall-clock limit (LAB_TIMEOUT)"; fi
     if [ "$QEMU_RC" -ne 0 ]; then
         log "qemu stderr ($WORK/qemu.stderr), last lines:"
         grep -v -e '^vtd_' -e 'New fault is not recorded' -e 'has no peer' "$WORK/qemu.stderr" |
@@ -368,7 +370,7 @@ lab_arm64() {
 main() {
     [ $# -ge 1 ] || usage
     local lab=$1 build_dir='' cache_dir=''; shift
-    DEVICE_BIN='' CLIENT_BIN=
+    DEVICE_BIN='' CLIENT_BIN=''
     while [ $# -gt 0 ]; do
         case $1 in
             --build-dir)  build_dir=${2:?}; shift 2 ;;

@@ -126,13 +126,14 @@ public:
 
 	device::DeviceInfo info() const override
 	{
-		record({ .call = Call::Info });
+		record(make(Call::Info));
 		return info_;
 	}
 
 	Result<device::RegionInfo> regionInfo(uint32_t index) const override
 	{
-		CallRecord c{ .call = Call::RegionInfo, .index = index };
+		CallRecord c = make(Call::RegionInfo);
+		c.index = index;
 		if (auto err = record(c))
 			return *err;
 		if (index >= regions_.size())
@@ -142,7 +143,8 @@ public:
 
 	Result<device::IrqInfo> irqInfo(uint32_t index) const override
 	{
-		CallRecord c{ .call = Call::IrqInfo, .index = index };
+		CallRecord c = make(Call::IrqInfo);
+		c.index = index;
 		if (auto err = record(c))
 			return *err;
 		if (index >= irqs_.size())
@@ -152,13 +154,16 @@ public:
 
 	device::IommuInfo iommuInfo() const override
 	{
-		record({ .call = Call::IommuInfo });
+		record(make(Call::IommuInfo));
 		return iommu_;
 	}
 
 	Status regionRead(uint32_t index, uint64_t offset, void *data, uint32_t count) override
 	{
-		CallRecord c{ .call = Call::RegionRead, .index = index, .offset = offset, .count = count };
+		CallRecord c = make(Call::RegionRead);
+		c.index = index;
+		c.offset = offset;
+		c.count = count;
 		if (auto err = record(c))
 			return *err;
 		std::lock_guard lock(mutex_);
@@ -174,8 +179,11 @@ public:
 	Status regionWrite(uint32_t index, uint64_t offset, const void *data, uint32_t count) override
 	{
 		const auto *bytes = static_cast<const uint8_t *>(data);
-		CallRecord c{ .call = Call::RegionWrite, .index = index, .offset = offset, .count = count,
-			      .data = std::vector<uint8_t>(bytes, bytes + count) };
+		CallRecord c = make(Call::RegionWrite);
+		c.index = index;
+		c.offset = offset;
+		c.count = count;
+		c.data.assign(bytes, bytes + count);
 		if (auto err = record(c))
 			return *err;
 		std::lock_guard lock(mutex_);
@@ -189,10 +197,13 @@ public:
 
 	Status setIrqs(device::IrqSetRequest &request) override
 	{
-		CallRecord c{ .call = Call::SetIrqs, .index = request.index, .count = request.count,
-			      .flags = request.flags, .start = request.start,
-			      .eventfds = request.eventfds.size(),
-			      .data = std::vector<uint8_t>(request.bools.begin(), request.bools.end()) };
+		CallRecord c = make(Call::SetIrqs);
+		c.index = request.index;
+		c.count = request.count;
+		c.flags = request.flags;
+		c.start = request.start;
+		c.eventfds = request.eventfds.size();
+		c.data.assign(request.bools.begin(), request.bools.end());
 		if (auto err = record(c))
 			return *err;
 		std::lock_guard lock(mutex_);
@@ -203,27 +214,30 @@ public:
 
 	Status dmaMap(const device::DmaRange &range) override
 	{
-		CallRecord c{ .call = Call::DmaMap, .range = range };
+		CallRecord c = make(Call::DmaMap);
+		c.range = range;
 		if (range.vaddr && (range.prot & 1u)) {
 			const auto *p = static_cast<const uint8_t *>(range.vaddr);
 			c.mapped.assign(p, p + std::min<uint64_t>(range.size, 16));
 		}
-		return record(c).value_or(Status());
+		return status(record(c));
 	}
 
 	Status dmaUnmap(const device::DmaRange &range) override
 	{
-		return record({ .call = Call::DmaUnmap, .range = range }).value_or(Status());
+		CallRecord c = make(Call::DmaUnmap);
+		c.range = range;
+		return status(record(c));
 	}
 
-	Status reset() override { return record({ .call = Call::Reset }).value_or(Status()); }
+	Status reset() override { return status(record(make(Call::Reset))); }
 
 	Status quiesce() override
 	{
-		std::optional<Error> err = record({ .call = Call::Quiesce });
+		Status s = status(record(make(Call::Quiesce)));
 		std::lock_guard lock(mutex_);
 		eventfds_.clear();
-		return err ? Status(*err) : Status();
+		return s;
 	}
 
 private:
@@ -232,6 +246,14 @@ private:
 		int times;
 		Predicate when;
 	};
+
+	static CallRecord make(Call call)
+	{
+		CallRecord c;
+		c.call = call;
+		return c;
+	}
+	static Status status(std::optional<Error> err) { return err ? Status(std::move(*err)) : Status(); }
 
 	// Record the call; return the injected error when a failpoint fires.
 	std::optional<Error> record(CallRecord c) const

@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -618,6 +619,33 @@ TEST_CASE("sendMessage resumes after a signal cuts a write short", "[message_io]
 	CHECK(payloadOf(msg) == payload);
 	REQUIRE(msg.fds.size() == 1); // sent once, with the first part only
 	CHECK(inodeOf(msg.fds[0].get()) == inodeOf(a.get()));
+}
+
+TEST_CASE("fds the kernel could not install are reported as truncated", "[message_io]")
+{
+	SocketPair sp;
+	UniqueFd a = makeMemfd();
+	int fds[3] = { a.get(), a.get(), a.get() };
+	rawSend(sp.sender.get(), message(1), fds);
+	MessageReader reader(sp.receiver.get(), limits());
+
+	// Room for exactly one more fd: RLIMIT_NOFILE bounds fd numbers, and the lowest free one
+	// is the only free number below the new limit.
+	int lowest = ::fcntl(0, F_DUPFD_CLOEXEC, 0);
+	REQUIRE(lowest >= 0);
+	::close(lowest);
+	rlimit saved{};
+	REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+	rlimit tight = saved;
+	tight.rlim_cur = static_cast<rlim_t>(lowest) + 1;
+	REQUIRE(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
+	ReceivedMessage msg;
+	auto r = reader.read(msg);
+	REQUIRE(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+
+	REQUIRE((r.ok() && *r));
+	CHECK(msg.fdsTruncated);
+	CHECK(msg.fds.size() == 1);
 }
 
 TEST_CASE("fds sprayed with no message to carry them fail the read with EMFILE", "[message_io]")
