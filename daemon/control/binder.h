@@ -1,0 +1,50 @@
+// SPDX-License-Identifier: Apache-2.0
+// Driver binding through sysfs: to vfio-pci (or vfio-platform/vfio-amba) and back, verified.
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "common/result.h"
+#include "vfio_broker/v1/broker.pb.h"
+
+namespace vfio_broker::control {
+
+namespace pb = ::vfio_broker::v1;
+
+// What a device was bound to before we took it; persisted so it survives our restarts.
+struct BindRecord {
+	std::string originalDriver;   // "" when it had none
+	std::string originalOverride; // its driver_override before ours ("" for none)
+};
+
+class Binder
+{
+public:
+	Binder(std::string sysfsRoot, std::chrono::milliseconds timeout)
+		: root_(std::move(sysfsRoot)), timeout_(timeout) {}
+	virtual ~Binder() = default;
+
+	// Record the current driver, unbind it, set driver_override to the VFIO driver for the
+	// device's bus, trigger drivers_probe, and wait (up to the timeout) until the driver link
+	// really names the VFIO driver: sysfs writes succeed even when nothing binds. Already on
+	// the VFIO driver: nothing to do, the record says so. Simulated devices: no-op.
+	virtual Result<BindRecord> bindToVfio(const pb::Device &device);
+
+	// Undo bindToVfio: unbind from VFIO, restore the recorded override (cleared with "\n",
+	// since an empty write is refused), and bind the original driver (explicit bind, then
+	// drivers_probe as a fallback), verified. No original driver: left unbound.
+	virtual Status restore(const pb::Device &device, const BindRecord &record);
+
+	// The driver bound now ("" for none).
+	Result<std::string> currentDriver(const pb::Device &device) const;
+
+private:
+	std::string root_;
+	std::chrono::milliseconds timeout_;
+};
+
+// The VFIO driver for a device's bus: vfio-pci, vfio-platform or vfio-amba.
+std::string vfioDriverFor(const pb::Device &device);
+
+} // namespace vfio_broker::control
