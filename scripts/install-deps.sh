@@ -22,14 +22,20 @@ for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: all ${#PKGS[@]} packages present"
-  exit 0
+  echo "install-deps: all ${#PKGS[@]} Debian packages present"
+else
+  SUDO=
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  APT=($SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 -y -q)
+  echo "install-deps: installing ${missing[*]}"
+  "${APT[@]}" update
+  # Never install Debian's npm: it conflicts with the preinstalled nodesource nodejs.
+  "${APT[@]}" install --no-install-recommends "${missing[@]}"
 fi
 
-SUDO=
-[ "$(id -u)" -eq 0 ] || SUDO=sudo
-APT=($SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 -y -q)
-echo "install-deps: installing ${missing[*]}"
-"${APT[@]}" update
-# Never install Debian's npm: it conflicts with the preinstalled nodesource nodejs.
-"${APT[@]}" install --no-install-recommends "${missing[@]}"
+# buf (grpcurl-style `buf curl`, `buf lint`) from the npm registry, local to the checkout.
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [ ! -x "$root/.tools/node_modules/.bin/buf" ] && command -v npm >/dev/null; then
+  echo "install-deps: installing @bufbuild/buf into .tools/"
+  npm install --silent --no-audit --no-fund --prefix "$root/.tools" @bufbuild/buf@1.75.0 >/dev/null
+fi

@@ -2,6 +2,7 @@
 // SIGBUS recovery with sigsetjmp: only faults inside guardedCopy() are recovered, others stay fatal.
 #include "common/sigbus_guard.h"
 
+#include <atomic>
 #include <csetjmp>
 #include <csignal>
 #include <cstring>
@@ -10,7 +11,9 @@
 namespace vfio_broker {
 
 namespace {
-thread_local sigjmp_buf *tJump = nullptr;
+// volatile, and fenced below: memcpy is a builtin, so without them the compiler proves nothing
+// reads tJump between the store and the reset and drops the store (seen in the binary).
+thread_local sigjmp_buf *volatile tJump = nullptr;
 
 void onSigbus(int sig, siginfo_t *, void *)
 {
@@ -41,7 +44,9 @@ bool guardedCopy(void *dst, const void *src, size_t len)
 	volatile bool ok = false;
 	if (sigsetjmp(jump, 1) == 0) {
 		tJump = &jump;
+		std::atomic_signal_fence(std::memory_order_seq_cst);
 		std::memcpy(dst, src, len);
+		std::atomic_signal_fence(std::memory_order_seq_cst);
 		ok = true;
 	}
 	tJump = nullptr;

@@ -486,6 +486,8 @@ std::string errnoName(int code)
 {
 	if (code == 0)
 		return "0 (no errno)";
+	if (code == ENOTSUP)
+		return "ENOTSUP"; // glibc names the shared value EOPNOTSUPP; the daemon means ENOTSUP
 	const char *name = ::strerrorname_np(code);
 	return name ? name : "errno " + std::to_string(code);
 }

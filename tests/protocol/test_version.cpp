@@ -104,6 +104,22 @@ TEST_CASE("VERSION reply carries the server's limits as NUL-terminated JSON capa
 	}
 }
 
+TEST_CASE("VERSION and the fixed-size requests are served with the smallest --max-data-xfer", "[version]")
+{
+	Daemon d({ "--max-data-xfer", "8" });
+	Client c = d.connect();
+	auto n = c.negotiate(Client::defaultCapabilities() + std::string(512, ' '));
+	REQUIRE(outcome(n) == "ok");
+	CHECK(n->maxDataXfer == 8);
+	GuestMemory mem(kPage);
+	CHECK(outcome(c.dmaMap(mem.fd(), 0, 0x100000, kPage, kDmaRw)) == "ok");
+	requireServes(c);
+	CHECK(read64(c, kBar0, 0x80) == 0);
+	uint8_t nine[9];
+	CHECK(outcome(c.regionRead(kBar0, 0, nine, 9)) == "E2BIG");
+	requireServes(c);
+}
+
 TEST_CASE("VERSION capabilities are accepted with and without the terminating NUL", "[version]")
 {
 	Daemon d;
