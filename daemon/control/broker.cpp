@@ -110,7 +110,8 @@ DaemonSpec Broker::specFor(const std::string &id, const pb::AssignOptions &optio
 {
 	DaemonSpec spec;
 	spec.deviceId = id;
-	spec.deviceArg = deviceDaemonArgument(id);
+	spec.deviceArg = config_.testing_device_override().empty() ? deviceDaemonArgument(id)
+								  : config_.testing_device_override();
 	spec.socketPath = socketPathFor(id);
 	if (options.has_socket_uid())
 		spec.socketUid = options.socket_uid();
