@@ -3,11 +3,11 @@
 // ping-pong floor in the same run, in interleaved rounds. A benchmark, not a test: it asserts
 // nothing about speed; it fails only when a server misbehaves.
 //
-// The floor is what no vfio-user server can beat on this machine: a forked peer that reads
-// exactly the request's 32 bytes and writes exactly the reply's 36, while this side does one
-// sendmsg() and one recvmsg() the way client::Client does. What a server costs above that is
-// its own work. Rounds of every target alternate (and rotate their order) because the
-// scheduler's CPU placement drifts over a run and moves every target the same way.
+// The floor is the transport alone: a forked peer that reads exactly the request's 32 bytes
+// and writes exactly the reply's 36, while this side does one sendmsg() and one recvmsg() the
+// way client::Client does. What a server costs above it is its own work. Rounds of every
+// target alternate (and rotate their order) because the scheduler's CPU placement drifts over
+// a run, and interleaving exposes every target to the same drift.
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
@@ -65,7 +65,7 @@ struct Options {
 	unsigned rounds = 20;
 	unsigned ops = 20000;
 	unsigned warmup = 2000;
-	unsigned sampleEvery = 64;
+	unsigned sampleEvery = 1;
 	bool pin = false;
 	int clientCpu = 0;
 	int serverCpu = 1;
@@ -88,28 +88,61 @@ Status pinTo(pid_t pid, int cpu)
 	return {};
 }
 
-// One round's worth of one target: the whole batch timed as one, plus every
-// sampleEvery-th operation timed on its own (two clock reads per sample, ~40 ns, amortized
-// to nothing over the batch) for the latency distribution.
+// One round of one target. With sampleEvery 1 (the default) every round trip is timed: one
+// clock read per operation, back to back, so a sample is one round trip plus one vDSO clock
+// read (measured and printed at start-up; it is in every target's numbers alike). With
+// sampleEvery N only every Nth operation is timed alone. The round's median of those samples
+// shrugs off the odd preempted operation, which the round's mean does not.
 struct RoundResult {
-	double nsPerOp = 0;
+	double meanNs = 0;
+	double medianNs = 0; // of this round's samples; 0 without samples
 };
+
+double median(std::vector<double> v);
 
 template<typename Op>
 Result<RoundResult> timeBatch(unsigned ops, unsigned sampleEvery, std::vector<uint32_t> &samples, Op op)
 {
+	size_t first = samples.size();
+	if (sampleEvery)
+		samples.reserve(first + ops / sampleEvery + 1); // no reallocation inside the timed loop
 	uint64_t start = nowNs();
-	for (unsigned i = 0; i < ops; i++) {
-		if (sampleEvery && i % sampleEvery == 0) {
-			uint64_t t0 = nowNs();
+	if (sampleEvery == 1) {
+		uint64_t prev = start;
+		for (unsigned i = 0; i < ops; i++) {
 			if (Status s = op(); !s)
 				return s.takeError();
-			samples.push_back(static_cast<uint32_t>(std::min<uint64_t>(nowNs() - t0, UINT32_MAX)));
-		} else if (Status s = op(); !s) {
-			return s.takeError();
+			uint64_t t = nowNs();
+			samples.push_back(static_cast<uint32_t>(std::min<uint64_t>(t - prev, UINT32_MAX)));
+			prev = t;
+		}
+	} else {
+		for (unsigned i = 0; i < ops; i++) {
+			if (sampleEvery && i % sampleEvery == 0) {
+				uint64_t t0 = nowNs();
+				if (Status s = op(); !s)
+					return s.takeError();
+				samples.push_back(static_cast<uint32_t>(std::min<uint64_t>(nowNs() - t0, UINT32_MAX)));
+			} else if (Status s = op(); !s) {
+				return s.takeError();
+			}
 		}
 	}
-	return RoundResult{ static_cast<double>(nowNs() - start) / ops };
+	RoundResult r;
+	r.meanNs = static_cast<double>(nowNs() - start) / ops;
+	if (samples.size() > first)
+		r.medianNs = median(std::vector<double>(samples.begin() + first, samples.end()));
+	return r;
+}
+
+// Cost of the clock read that each sample includes.
+double clockReadNs()
+{
+	constexpr unsigned kReads = 100000;
+	uint64_t start = nowNs(), t = start;
+	for (unsigned i = 0; i < kReads; i++)
+		t = nowNs();
+	return static_cast<double>(t - start) / kReads;
 }
 
 class Target
@@ -121,8 +154,9 @@ public:
 	// ops round trips, the per-op loop inlined (no virtual call per operation).
 	virtual Result<RoundResult> round(unsigned ops, unsigned sampleEvery) = 0;
 
-	std::vector<double> perRound;  // ns per round trip, one entry per round
-	std::vector<uint32_t> samples; // per-op latencies in ns, all rounds
+	std::vector<double> roundMedians; // ns per round trip, one entry per round
+	std::vector<double> roundMeans;
+	std::vector<uint32_t> samples;    // per-op latencies in ns, all rounds
 
 private:
 	std::string label_;
@@ -187,8 +221,8 @@ private:
 		}
 	}
 
-	// As client::Client sends (header and payload iovecs, MSG_NOSIGNAL) and receives
-	// (a large buffer, room for SCM_RIGHTS, MSG_CMSG_CLOEXEC).
+	// As client::Client sends (vfio_user::sendMessage: header and payload iovecs,
+	// MSG_NOSIGNAL) and receives (a large buffer, room for SCM_RIGHTS, MSG_CMSG_CLOEXEC).
 	Status roundTrip()
 	{
 		iovec out[2] = { { request_, sizeof(Header) },
@@ -398,8 +432,8 @@ const char *usage()
 	       "  --rounds N            rounds per target (default 20)\n"
 	       "  --ops N               round trips per round (default 20000)\n"
 	       "  --warmup N            untimed round trips per target first (default 2000)\n"
-	       "  --sample-every N      time every Nth round trip alone, for p50/p99 (default 64;\n"
-	       "                        0 = none)\n"
+	       "  --sample-every N      time every Nth round trip (default 1: all; 0: none, then\n"
+	       "                        rounds are compared by their means)\n"
 	       "  --pin                 pin this process to one CPU and the servers it starts to\n"
 	       "                        another (pin --socket servers yourself: taskset)\n"
 	       "  --cpus C,S            the CPUs for --pin (default 0,1)\n"
@@ -536,73 +570,93 @@ Status run(const Options &opts)
 			return s;
 	}
 
-	std::printf("%u rounds x %u round trips per target, %s, every %uth op timed alone\n",
-		    opts.rounds, opts.ops,
+	std::printf("%u rounds x %u round trips per target, %s; ", opts.rounds, opts.ops,
 		    opts.pin ? strFormat("pinned (client CPU %d, started servers CPU %d)", opts.clientCpu,
 					 opts.serverCpu).c_str()
-			     : "unpinned",
-		    opts.sampleEvery);
+			     : "unpinned");
+	if (opts.sampleEvery)
+		std::printf("%s round trip timed (clock read: %.0f ns, in every sample)\n",
+			    opts.sampleEvery == 1 ? "every" : strFormat("every %uth", opts.sampleEvery).c_str(),
+			    clockReadNs());
+	else
+		std::printf("rounds timed whole\n");
 	for (auto &t : targets) {
 		auto r = t->round(opts.warmup ? opts.warmup : 1, 0);
 		if (!r)
 			return withContext(r.takeError(), t->label() + " warm-up");
-		t->samples.clear();
 	}
 
-	// Column header: mean ns per round trip in the round, and the ratio to the floor's round.
+	// A round's figure is the median of its samples, or its mean without samples.
+	bool byMedian = opts.sampleEvery != 0;
+	auto figures = [&](const Target &t) -> const std::vector<double> & {
+		return byMedian ? t.roundMedians : t.roundMeans;
+	};
+	std::printf("ns per round trip, %s of each round (ratio to the floor's):\n",
+		    byMedian ? "median [mean]" : "mean");
 	std::printf("%-6s", "round");
 	for (auto &t : targets)
-		std::printf(" %16s", (t->label() + "_ns").c_str());
+		std::printf(" %24s", t->label().c_str());
 	std::printf("\n");
-	std::vector<std::vector<double>> ratios(targets.size());
+	std::vector<std::vector<double>> ratios(targets.size()), meanRatios(targets.size());
 	for (unsigned round = 0; round < opts.rounds; round++) {
 		// Rotate who goes first so no target always follows the same one.
 		for (size_t k = 0; k < targets.size(); k++) {
 			Target &t = *targets[(round + k) % targets.size()];
 			auto r = t.round(opts.ops, opts.sampleEvery);
 			if (!r)
-				return withContext(r.takeError(), t.label() + " round " + std::to_string(round));
-			t.perRound.push_back(r->nsPerOp);
+				return withContext(r.takeError(), t.label() + " round " + std::to_string(round + 1));
+			t.roundMedians.push_back(r->medianNs);
+			t.roundMeans.push_back(r->meanNs);
 		}
 		std::printf("%-6u", round + 1);
-		double f = targets[0]->perRound.back();
+		const Target &f = *targets[0];
 		for (size_t i = 0; i < targets.size(); i++) {
-			double v = targets[i]->perRound.back();
-			if (i == 0) {
-				std::printf(" %16.0f", v);
-			} else {
-				ratios[i].push_back(v / f);
-				std::printf(" %8.0f (%.3fx)", v, v / f);
+			const Target &t = *targets[i];
+			double v = figures(t).back();
+			std::string cell = byMedian ? strFormat("%.0f [%.0f]", v, t.roundMeans.back())
+						    : strFormat("%.0f", v);
+			if (i > 0) {
+				ratios[i].push_back(v / figures(f).back());
+				meanRatios[i].push_back(t.roundMeans.back() / f.roundMeans.back());
+				cell += strFormat(" %.3fx", ratios[i].back());
 			}
+			std::printf(" %24s", cell.c_str());
 		}
 		std::printf("\n");
-		std::fflush(stdout);
 	}
 
-	std::printf("\nper target: median of the round means [min..max], per-op p50/p99 of %s sampled ops\n",
-		    opts.sampleEvery ? "the" : "no");
+	std::printf("\nover the rounds: median [min..max] of the round %ss; p50/p99 of all timed round "
+		    "trips\n", byMedian ? "median" : "mean");
 	for (auto &t : targets) {
-		auto [lo, hi] = std::minmax_element(t->perRound.begin(), t->perRound.end());
-		std::printf("  %-14s %7.0f ns [%.0f..%.0f]  p50 %u ns  p99 %u ns  (%zu samples)\n",
-			    t->label().c_str(), median(t->perRound), *lo, *hi, percentile(t->samples, 50),
-			    percentile(t->samples, 99), t->samples.size());
+		const auto &v = figures(*t);
+		auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+		std::string tail = t->samples.empty() ? std::string()
+						      : strFormat("  p50 %u ns  p99 %u ns", percentile(t->samples, 50),
+								  percentile(t->samples, 99));
+		std::printf("  %-14s %6.0f ns [%.0f..%.0f]  mean %6.0f ns%s\n", t->label().c_str(), median(v),
+			    *lo, *hi, median(t->roundMeans), tail.c_str());
 	}
 	for (size_t i = 1; i < targets.size(); i++) {
 		auto [lo, hi] = std::minmax_element(ratios[i].begin(), ratios[i].end());
-		std::printf("  %s/floor: median of per-round ratios %.3f [%.3f..%.3f]\n",
-			    targets[i]->label().c_str(), median(ratios[i]), *lo, *hi);
+		std::printf("  %s/floor: %.3f [%.3f..%.3f] (median of per-round ratios; of the means: %.3f)\n",
+			    targets[i]->label().c_str(), median(ratios[i]), *lo, *hi, median(meanRatios[i]));
 	}
 
 	// The machine-readable line; ratio= belongs to the first server (ours unless --no-daemon).
 	std::string line = "region_read_4B:";
 	line += strFormat(" %s_ns=%.0f floor_ns=%.0f ratio=%.3f", targets[1]->label().c_str(),
-			  median(targets[1]->perRound), median(targets[0]->perRound), median(ratios[1]));
-	for (auto &t : targets)
-		line += strFormat(" %s_p50_ns=%u %s_p99_ns=%u", t->label().c_str(), percentile(t->samples, 50),
-				  t->label().c_str(), percentile(t->samples, 99));
+			  median(figures(*targets[1])), median(figures(*targets[0])), median(ratios[1]));
 	for (size_t i = 2; i < targets.size(); i++)
 		line += strFormat(" %s_ns=%.0f %s_ratio=%.3f", targets[i]->label().c_str(),
-				  median(targets[i]->perRound), targets[i]->label().c_str(), median(ratios[i]));
+				  median(figures(*targets[i])), targets[i]->label().c_str(), median(ratios[i]));
+	for (auto &t : targets) {
+		if (!t->samples.empty())
+			line += strFormat(" %s_p50_ns=%u %s_p99_ns=%u", t->label().c_str(),
+					  percentile(t->samples, 50), t->label().c_str(),
+					  percentile(t->samples, 99));
+	}
+	for (size_t i = 1; i < targets.size(); i++)
+		line += strFormat(" %s_mean_ratio=%.3f", targets[i]->label().c_str(), median(meanRatios[i]));
 	line += strFormat(" pinned=%d", opts.pin ? 1 : 0);
 	std::printf("%s\n", line.c_str());
 
