@@ -260,20 +260,31 @@ Result<std::vector<pb::Conflict>> Broker::conflictsFor(const std::string &vm, co
 	return checkAssignment(in);
 }
 
-Result<pb::CheckAssignmentResponse> Broker::check(const pb::CheckAssignmentRequest &req)
+Result<Broker::Plan> Broker::plan(const std::string &vm,
+				  const google::protobuf::RepeatedPtrField<std::string> &deviceIds,
+				  const pb::AssignOptions &options)
 {
-	if (Status s = validateVmName(req.vm()); !s)
+	if (Status s = validateVmName(vm); !s)
 		return s.takeError();
-	std::lock_guard<std::mutex> lock(mutex_);
-	std::vector<pb::Conflict> conflicts;
-	auto ids = resolveIds(req.device_ids(), conflicts);
+	Plan p;
+	auto ids = resolveIds(deviceIds, p.conflicts);
 	if (!ids)
 		return ids.takeError();
-	std::map<std::string, pb::Device> scanned;
-	auto more = conflictsFor(req.vm(), *ids, req.options(), scanned);
+	p.ids = std::move(*ids);
+	auto more = conflictsFor(vm, p.ids, options, p.scanned);
 	if (!more)
 		return more.takeError();
-	conflicts.insert(conflicts.end(), more->begin(), more->end());
+	p.conflicts.insert(p.conflicts.end(), more->begin(), more->end());
+	return p;
+}
+
+Result<pb::CheckAssignmentResponse> Broker::check(const pb::CheckAssignmentRequest &req)
+{
+	std::lock_guard<std::mutex> lock(mutex_);
+	auto p = plan(req.vm(), req.device_ids(), req.options());
+	if (!p)
+		return p.takeError();
+	std::vector<pb::Conflict> &conflicts = p->conflicts;
 	pb::CheckAssignmentResponse resp;
 	resp.set_ok(conflicts.empty());
 	for (auto &c : conflicts)
@@ -284,18 +295,13 @@ Result<pb::CheckAssignmentResponse> Broker::check(const pb::CheckAssignmentReque
 Result<pb::AssignResponse> Broker::assign(const pb::AssignRequest &req, const Caller &caller,
 					  AssignRefusal *refusal)
 {
-	if (Status s = validateVmName(req.vm()); !s)
-		return s.takeError();
 	std::lock_guard<std::mutex> lock(mutex_);
-	std::vector<pb::Conflict> conflicts;
-	auto ids = resolveIds(req.device_ids(), conflicts);
-	if (!ids)
-		return ids.takeError();
-	std::map<std::string, pb::Device> scanned;
-	auto more = conflictsFor(req.vm(), *ids, req.options(), scanned);
-	if (!more)
-		return more.takeError();
-	conflicts.insert(conflicts.end(), more->begin(), more->end());
+	auto p = plan(req.vm(), req.device_ids(), req.options());
+	if (!p)
+		return p.takeError();
+	std::vector<pb::Conflict> &conflicts = p->conflicts;
+	const std::vector<std::string> *ids = &p->ids;
+	std::map<std::string, pb::Device> &scanned = p->scanned;
 	if (!conflicts.empty()) {
 		LOG_INFO("assign of %zu device(s) to %s for %s refused: %s", ids->size(), req.vm().c_str(),
 			 caller.describe().c_str(), joinConflicts(conflicts).c_str());

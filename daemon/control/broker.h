@@ -88,6 +88,15 @@ private:
 
 	Result<std::vector<std::string>> resolveIds(const google::protobuf::RepeatedPtrField<std::string> &ids,
 						    std::vector<pb::Conflict> &unknown);
+	// What an Assign of these devices would do: resolved ids, the devices as scanned now, and
+	// every conflict (CheckAssignment answers from exactly this, so it agrees with Assign).
+	struct Plan {
+		std::vector<std::string> ids;
+		std::map<std::string, pb::Device> scanned;
+		std::vector<pb::Conflict> conflicts;
+	};
+	Result<Plan> plan(const std::string &vm, const google::protobuf::RepeatedPtrField<std::string> &deviceIds,
+			  const pb::AssignOptions &options);
 	Result<std::vector<pb::Conflict>> conflictsFor(const std::string &vm,
 						       const std::vector<std::string> &ids,
 						       const pb::AssignOptions &options,
