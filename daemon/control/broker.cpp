@@ -580,6 +580,14 @@ void Broker::handleDaemonExit(const std::string &id, pid_t pid, const std::strin
 
 Status Broker::recover()
 {
+	// Device sockets live here; VMM users must be able to reach their own socket (each one
+	// is owned by its VMM and mode 0600), so the directory is searchable but not listable.
+	for (const std::string &dir : { config_.runtime_dir(), config_.runtime_dir() + "/devices" }) {
+		if (::mkdir(dir.c_str(), 0711) < 0 && errno != EEXIST)
+			return errnoError(errno, "creating " + dir);
+	}
+	if (::chmod((config_.runtime_dir() + "/devices").c_str(), 0711) < 0)
+		return errnoError(errno, "chmod " + config_.runtime_dir() + "/devices");
 	auto state = store_->load();
 	if (!state)
 		return withContext(state.takeError(), "loading the broker state");
