@@ -256,6 +256,7 @@ Result<std::vector<pb::Conflict>> Broker::conflictsFor(const std::string &vm, co
 		d.set_state(h.record.state());
 		d.set_vm(h.record.vm());
 		in.held[id] = std::move(d);
+		in.heldOptions[id] = h.record.options();
 	}
 	return checkAssignment(in);
 }

@@ -21,18 +21,38 @@ struct ConflictInput {
 	pb::AssignOptions options;
 	std::map<std::string, pb::Device> devices;
 	std::map<std::string, pb::Device> held; // device id -> device, with state and vm set
-	const Policy *policy = nullptr;
+	const Policy *policy = nullptr;		// nullptr: an empty policy, which denies everything
+	// The options each held device was assigned with (from the state file), by device id; only
+	// identity_mapping is read, for the MMIO overlap check. A held device missing here counts
+	// as not identity-mapped.
+	std::map<std::string, pb::AssignOptions> heldOptions;
 };
 
-// Every conflict, in a stable order (by device, then reason). Empty means Assign may proceed.
-// Checks: unknown and duplicate ids; policy allows the device and the VM; not held by another
-// VM (a device held by the same VM is DEVICE_BUSY: deassign first); FAILED state; every member
-// of the IOMMU group not held by another VM, and the group viable once the requested members
-// are bound (members on drivers that keep a group viable, or requested, are fine); no IOMMU
-// group → NO_IOMMU unless options.force_no_iommu, the rule allows it and identity mapping is
-// requested; identity mapping only where allowed; interrupts and (IOMMU, stream ID) pairs
-// shared with a device held by another VM; MMIO ranges overlapping within the VM (identity
-// mapping: host ranges are guest ranges).
+// Every conflict, in a stable order: by device in request order, then reason (enum order),
+// then the other device and VM. Empty means Assign may proceed. Costs O(requested + held)
+// map look-ups (held devices are indexed once per call, each IOMMU group is examined once).
+// The answer is bounded too: per device and reason, SHARED_INTERRUPT, SHARED_STREAM_ID and
+// MMIO_OVERLAP name at most 16 other devices, then one more conflict (other_device_id empty)
+// counts the rest.
+//
+// Checks, per requested device:
+//  - UNKNOWN_DEVICE: not in `devices`; also a member of its IOMMU group missing there (with
+//    other_device_id). DUPLICATE_DEVICE: the id appears again in the request (once per id).
+//  - POLICY_DENIED: no rule allows it. VM_NOT_ALLOWED: its rule names other VMs.
+//  - ASSIGNED_TO_OTHER_VM: held by another VM (also when quarantined or failed after it).
+//    DEVICE_BUSY: held by this VM already (deassign, or release, first), or FAILED.
+//  - IOMMU_GROUP_SPLIT: another member of its group is held by another VM.
+//    IOMMU_GROUP_NOT_VIABLE: another member is neither requested, nor held by this VM, nor on a
+//    driver that keeps the group viable (none, vfio*, pcieport, pci-stub): we only bind
+//    requested devices. Simulated devices have no group and need none.
+//  - NO_IOMMU: no IOMMU group, or a no-IOMMU group, unless options.force_no_iommu, the rule
+//    allows no-IOMMU, and identity mapping is requested.
+//  - IDENTITY_NOT_ALLOWED: identity mapping requested and the rule does not allow it.
+//  - SHARED_INTERRUPT: an interrupt (controller and specifier, exactly) of a device held by
+//    another VM. SHARED_STREAM_ID: an (IOMMU, stream ID) pair of a device held by another VM.
+//  - MMIO_OVERLAP: with identity mapping, a host MMIO range overlapping another requested
+//    device's, or one of a device this VM holds identity-mapped (host ranges are guest ranges
+//    there). Reported on each requested device of the pair.
 std::vector<pb::Conflict> checkAssignment(const ConflictInput &input);
 
 } // namespace vfio_broker::control
