@@ -25,15 +25,20 @@ public:
 		: root_(std::move(sysfsRoot)), timeout_(timeout) {}
 	virtual ~Binder() = default;
 
-	// Record the current driver, unbind it, set driver_override to the VFIO driver for the
-	// device's bus, trigger drivers_probe, and wait (up to the timeout) until the driver link
-	// really names the VFIO driver: sysfs writes succeed even when nothing binds. Already on
-	// the VFIO driver: nothing to do, the record says so. Simulated devices: no-op.
+	// Record the current driver, set driver_override to the VFIO driver for the device's bus,
+	// unbind the current driver, trigger drivers_probe, and wait (up to the timeout) until the
+	// driver link really names the VFIO driver: sysfs writes succeed even when nothing binds.
+	// (Override before unbind, as libvirt does, so nothing can re-probe the host driver in
+	// between.) On failure the device is put back as restore() would, and the error says
+	// whether that worked. Already on a VFIO driver (vfio-pci or a variant such as
+	// mlx5_vfio_pci): nothing to do, the record says so. Simulated devices: no-op.
 	virtual Result<BindRecord> bindToVfio(const pb::Device &device);
 
 	// Undo bindToVfio: unbind from VFIO, restore the recorded override (cleared with "\n",
 	// since an empty write is refused), and bind the original driver (explicit bind, then
-	// drivers_probe as a fallback), verified. No original driver: left unbound.
+	// drivers_probe as a fallback), verified. No original driver: left unbound. Idempotent:
+	// a device already on its original driver with its override only has nothing written.
+	// A device bound meanwhile to some other non-VFIO driver is left alone (EBUSY).
 	virtual Status restore(const pb::Device &device, const BindRecord &record);
 
 	// The driver bound now ("" for none).
