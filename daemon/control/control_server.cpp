@@ -133,7 +133,12 @@ Status ControlServer::start()
 	if (path.size() >= sizeof(addr.sun_path))
 		return makeError(ENAMETOOLONG, "control socket path is too long: %s", path.c_str());
 	std::memcpy(addr.sun_path, path.c_str(), path.size());
-	// The single-instance lock is held by now, so a socket file left here is stale.
+	// The single-instance lock only covers our state directory: a broker with another
+	// state_dir may serve this very path. A socket that still accepts connections is not
+	// stale, and taking it over would orphan that broker; one that refuses them is.
+	if (Supervisor::socketAnswers(path))
+		return makeError(EADDRINUSE, "%s is served by another process (another vfio-brokerd?); not taking it over",
+				 path.c_str());
 	::unlink(path.c_str());
 	listenFd_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
 	if (!listenFd_)

@@ -138,6 +138,13 @@ grpc::Status BrokerServiceImpl::WatchEvents(grpc::ServerContext *ctx, const pb::
 {
 	if (req->device_id().size() > kMaxIdLength || req->vm().size() > kMaxVmNameLength)
 		return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "filter too long");
+	// A slot for the stream's whole life, given back however it ends.
+	struct Slot {
+		std::atomic<int> &open;
+		~Slot() { open--; }
+	} slot{ watchStreams_ };
+	if (++watchStreams_ > kMaxWatchStreams)
+		return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "too many WatchEvents streams are open");
 	auto sub = broker_.events().subscribe(req->device_id(), req->vm());
 	if (!sub)
 		return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "too many WatchEvents streams are open");

@@ -2,6 +2,7 @@
 // The gRPC BrokerService: requests to Broker calls; the one place errors become gRPC statuses.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <string>
 
@@ -43,9 +44,15 @@ public:
 	grpc::Status WatchEvents(grpc::ServerContext *ctx, const pb::WatchEventsRequest *req,
 				 grpc::ServerWriter<pb::WatchEventsResponse> *writer) override;
 
+	// WatchEvents streams open at once. Each holds one of the server's RPC threads for its
+	// whole life, so this stays well below ControlServer's thread cap (32): idle watchers must
+	// never leave Assign and Deassign without a thread.
+	static constexpr int kMaxWatchStreams = 16;
+
 private:
 	Broker &broker_;
 	CallerLookup callerOf_;
+	std::atomic<int> watchStreams_{ 0 };
 };
 
 } // namespace vfio_broker::control

@@ -217,9 +217,21 @@ public:
 		for (const auto &a : argv)
 			cargv.push_back(const_cast<char *>(a.c_str()));
 		cargv.push_back(nullptr);
+		// Our environment minus what belongs to our own service manager relationship: a
+		// child reporting READY=1 to our NOTIFY_SOCKET would be refused (NotifyAccess=main)
+		// or, with nobody reading, block at exit.
+		std::vector<char *> envp;
+		for (char **e = environ; *e; e++) {
+			std::string_view var(*e);
+			if (var.rfind("NOTIFY_SOCKET=", 0) == 0 || var.rfind("LISTEN_FDS=", 0) == 0 ||
+			    var.rfind("LISTEN_PID=", 0) == 0 || var.rfind("LISTEN_FDNAMES=", 0) == 0)
+				continue;
+			envp.push_back(*e);
+		}
+		envp.push_back(nullptr);
 		pid_t pid = -1;
-		int rc = searchPath ? ::posix_spawnp(&pid, cargv[0], &actions_, &attr_, cargv.data(), environ)
-				    : ::posix_spawn(&pid, cargv[0], &actions_, &attr_, cargv.data(), environ);
+		int rc = searchPath ? ::posix_spawnp(&pid, cargv[0], &actions_, &attr_, cargv.data(), envp.data())
+				    : ::posix_spawn(&pid, cargv[0], &actions_, &attr_, cargv.data(), envp.data());
 		if (rc)
 			return errnoError(rc, "starting " + argv[0]);
 		return pid;
