@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // vfio-brokerd: the control daemon — gRPC API, policy, conflicts, binding, state, device daemons.
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -19,13 +22,15 @@ using namespace vfio_broker::control;
 namespace {
 
 const char kUsage[] =
-	"Usage: vfio-brokerd [--config FILE] [--check-config] [--log-level LEVEL]\n"
+	"Usage: vfio-brokerd [--config FILE] [--check-config] [--ready-fd N] [--log-level LEVEL]\n"
 	"\n"
 	"The vfio-broker control daemon: assigns passthrough devices to VMs over gRPC.\n"
 	"\n"
 	"  --config FILE      daemon configuration, protobuf text format\n"
 	"                     (default /etc/vfio-broker/brokerd.conf; see configs/brokerd.conf)\n"
 	"  --check-config     parse the configuration and the board policy, report, exit\n"
+	"  --ready-fd N       write \"READY=1\\n\" to fd N and close it once the control socket\n"
+	"                     serves (for launchers without $NOTIFY_SOCKET; both are honoured)\n"
 	"  --log-level LEVEL  debug, info, warning or error (default info)\n"
 	"  --version          print the version and exit\n"
 	"  -h, --help         this help\n"
@@ -39,12 +44,25 @@ int usage(const std::string &why)
 	return 2;
 }
 
+// --ready-fd's value: a decimal fd above the standard streams.
+bool parseReadyFd(const char *text, int *out)
+{
+	char *end = nullptr;
+	errno = 0;
+	long v = std::strtol(text, &end, 10);
+	if (errno || end == text || *end || v <= 2 || v > INT_MAX)
+		return false;
+	*out = static_cast<int>(v);
+	return true;
+}
+
 } // namespace
 
 int main(int argc, char **argv)
 {
 	std::string configPath = "/etc/vfio-broker/brokerd.conf";
 	bool checkOnly = false;
+	int readyFd = -1;
 	log::Level level = log::Level::Info;
 	for (int i = 1; i < argc; i++) {
 		std::string a = argv[i];
@@ -58,6 +76,9 @@ int main(int argc, char **argv)
 			configPath = argv[++i];
 		} else if (a == "--check-config") {
 			checkOnly = true;
+		} else if (a == "--ready-fd" && i + 1 < argc) {
+			if (!parseReadyFd(argv[++i], &readyFd))
+				return usage(std::string("--ready-fd ") + argv[i] + " is not a file descriptor above 2");
 		} else if (a == "--log-level" && i + 1 < argc) {
 			if (!log::parseLevel(argv[++i], &level))
 				return usage(std::string("bad --log-level ") + argv[i]);
@@ -67,6 +88,12 @@ int main(int argc, char **argv)
 	}
 	log::setLevel(level);
 	log::setPrefix("vfio-brokerd");
+	// The launcher's end of the readiness pipe must not leak into the device daemons we spawn
+	// (the supervisor's allow-list already keeps it out; this also covers any other exec).
+	if (readyFd >= 0 && ::fcntl(readyFd, F_SETFD, FD_CLOEXEC) < 0) {
+		std::fprintf(stderr, "vfio-brokerd: --ready-fd %d: %s\n", readyFd, strerror(errno));
+		return 2;
+	}
 
 	// A bad configuration stops us here, before anything is touched.
 	auto config = loadDaemonConfig(configPath);
@@ -123,7 +150,12 @@ int main(int argc, char **argv)
 	}
 	LOG_INFO("serving the control API on %s (%d policy rule(s))", config->control_socket().c_str(),
 		 policy->rules_size());
-	(void)sdNotify("READY=1\nSTATUS=serving " + config->control_socket());
+	if (readyFd >= 0) {
+		if (Status s = notifyReadyFd(readyFd); !s)
+			LOG_WARN("%s", s.error().message.c_str());
+	}
+	if (Status s = sdNotify("READY=1\nSTATUS=serving " + config->control_socket()); !s)
+		LOG_WARN("%s", s.error().message.c_str());
 
 	int sig = 0;
 	sigwait(&signals, &sig);

@@ -44,20 +44,34 @@ Result<std::string> readFile(const std::string &path)
 	return ss.str();
 }
 
+// Create the socket's directory if needed (mode and group set only on a directory we create:
+// the runtime directory is shared with device sockets that VMM users must reach). An existing
+// directory others may write to is refused: they could replace our socket.
 Status makeDirs(const std::string &path, mode_t mode, std::optional<gid_t> gid)
 {
-	std::string cur;
+	bool created = false;
 	for (size_t pos = 1; pos <= path.size(); pos++) {
 		if (pos != path.size() && path[pos] != '/')
 			continue;
-		cur = path.substr(0, pos);
-		if (::mkdir(cur.c_str(), 0755) < 0 && errno != EEXIST)
+		std::string cur = path.substr(0, pos);
+		if (::mkdir(cur.c_str(), 0755) == 0)
+			created = pos == path.size();
+		else if (errno != EEXIST)
 			return errnoError(errno, "creating " + cur);
 	}
-	if (::chmod(path.c_str(), mode) < 0)
-		return errnoError(errno, "chmod " + path);
-	if (gid && ::chown(path.c_str(), -1, *gid) < 0)
-		return errnoError(errno, "chown " + path);
+	if (created) {
+		if (::chmod(path.c_str(), mode) < 0)
+			return errnoError(errno, "chmod " + path);
+		if (gid && ::chown(path.c_str(), -1, *gid) < 0)
+			return errnoError(errno, "chown " + path);
+		return {};
+	}
+	struct stat st;
+	if (::stat(path.c_str(), &st) < 0)
+		return errnoError(errno, "stat " + path);
+	if (st.st_mode & (S_IWGRP | S_IWOTH))
+		return makeError(EPERM, "%s is writable by group or others: anyone there could replace the "
+				 "control socket", path.c_str());
 	return {};
 }
 

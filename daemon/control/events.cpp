@@ -80,6 +80,9 @@ pb::Event EventBus::publish(pb::EventType type, const std::string &deviceId, con
 	std::lock_guard guard(lock_);
 	e.set_sequence(++sequence_);
 	stampNow(e.mutable_time());
+	history_.push_back(e);
+	if (history_.size() > kHistory)
+		history_.pop_front();
 	std::erase_if(subscribers_, [&](const std::weak_ptr<Subscription> &weak) {
 		std::shared_ptr<Subscription> sub = weak.lock();
 		if (!sub)
@@ -105,7 +108,8 @@ pb::Event EventBus::publish(pb::EventType type, const std::string &deviceId, con
 	return e;
 }
 
-std::shared_ptr<Subscription> EventBus::subscribe(const std::string &deviceId, const std::string &vm)
+std::shared_ptr<Subscription> EventBus::subscribe(const std::string &deviceId, const std::string &vm,
+						 bool replay)
 {
 	std::lock_guard guard(lock_);
 	std::erase_if(subscribers_, [](const std::weak_ptr<Subscription> &weak) {
@@ -118,6 +122,12 @@ std::shared_ptr<Subscription> EventBus::subscribe(const std::string &deviceId, c
 	sub->deviceFilter_ = deviceId;
 	sub->vmFilter_ = vm;
 	sub->limit_ = std::max<size_t>(queueLimit_, 1); // 0 would cut everyone off at once
+	if (replay) {
+		// Under the bus lock: no event can slip between the history and the live stream.
+		for (const auto &e : history_)
+			if (sub->matches(e) && sub->queue_.size() < sub->limit_)
+				sub->queue_.push_back(e);
+	}
 	subscribers_.push_back(sub);
 	return sub;
 }

@@ -53,7 +53,10 @@ public:
 			  const std::string &message, int pid = 0);
 
 	// nullptr when maxSubscribers streams are open already.
-	std::shared_ptr<Subscription> subscribe(const std::string &deviceId, const std::string &vm);
+	// replay: queue the retained history (the last kHistory events) that matches first.
+	std::shared_ptr<Subscription> subscribe(const std::string &deviceId, const std::string &vm,
+					       bool replay = false);
+	static constexpr size_t kHistory = 256;
 	void closeAll();
 
 private:
@@ -61,6 +64,7 @@ private:
 	uint64_t sequence_ = 0;
 	size_t queueLimit_, maxSubscribers_;
 	std::vector<std::weak_ptr<Subscription>> subscribers_;
+	std::deque<pb::Event> history_; // the last kHistory events, for replay
 };
 
 } // namespace vfio_broker::control

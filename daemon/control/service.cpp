@@ -145,7 +145,7 @@ grpc::Status BrokerServiceImpl::WatchEvents(grpc::ServerContext *ctx, const pb::
 	} slot{ watchStreams_ };
 	if (++watchStreams_ > kMaxWatchStreams)
 		return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "too many WatchEvents streams are open");
-	auto sub = broker_.events().subscribe(req->device_id(), req->vm());
+	auto sub = broker_.events().subscribe(req->device_id(), req->vm(), req->replay());
 	if (!sub)
 		return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "too many WatchEvents streams are open");
 	// Headers go out now, so a watcher knows it is subscribed before it acts.

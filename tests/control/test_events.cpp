@@ -353,3 +353,40 @@ TEST_CASE("publish_concurrentPublishers_deliverInStrictSequenceOrder", "[events]
 	for (size_t i = 0; i < got.size(); i++)
 		REQUIRE(got[i].sequence() == i + 1);
 }
+
+TEST_CASE("subscribe_withReplay_getsTheRetainedHistoryThenLiveEventsInOrder", "[events]")
+{
+	EventBus bus;
+	bus.publish(pb::EVENT_TYPE_ADOPTED, "sim:edu", "vm1", "re-adopted", 42);
+	bus.publish(pb::EVENT_TYPE_ADOPTED, "pci:0000:01:00.0", "vm2", "re-adopted", 43);
+	auto replayed = bus.subscribe("", "vm1", true);
+	auto live = bus.subscribe("", "vm1", false);
+	REQUIRE(replayed);
+	REQUIRE(live);
+	bus.publish(pb::EVENT_TYPE_DEASSIGNING, "sim:edu", "vm1", "deassigning");
+
+	auto first = replayed->next(std::chrono::milliseconds(1000));
+	REQUIRE(first);
+	CHECK(first->type() == pb::EVENT_TYPE_ADOPTED);
+	CHECK(first->sequence() == 1);
+	auto second = replayed->next(std::chrono::milliseconds(1000));
+	REQUIRE(second);
+	CHECK(second->type() == pb::EVENT_TYPE_DEASSIGNING);
+	CHECK(second->sequence() == 3);
+
+	auto onlyLive = live->next(std::chrono::milliseconds(1000));
+	REQUIRE(onlyLive);
+	CHECK(onlyLive->sequence() == 3);
+}
+
+TEST_CASE("history_keepsOnlyTheMostRecentEvents", "[events]")
+{
+	EventBus bus(4096);
+	for (size_t i = 0; i < EventBus::kHistory + 10; i++)
+		bus.publish(pb::EVENT_TYPE_ASSIGNING, "sim:edu", "vm1", "x");
+	auto sub = bus.subscribe("", "", true);
+	REQUIRE(sub);
+	auto first = sub->next(std::chrono::milliseconds(1000));
+	REQUIRE(first);
+	CHECK(first->sequence() == 11);
+}
