@@ -532,7 +532,7 @@ void BrokerFixture::buildLab()
 {
 	using testing::FakePciDevice;
 	using testing::FakeResource;
-	auto pci = [this](const std::string &id, const std::string &driver, int group) {
+	auto pci = [](const std::string &id, const std::string &driver, int group) {
 		FakePciDevice d;
 		d.bdf = bdfOf(id);
 		d.driver = driver;
