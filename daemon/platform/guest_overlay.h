@@ -64,9 +64,23 @@ Result<Overlay> buildOverlay(const std::vector<GuestDeviceRequest> &devices,
 			     const OverlayOptions &options, const std::string &gicLabel = "intc");
 
 // crosvm arguments for these devices (launch mode), one argv element per string:
-// "--vfio", "<sysfs>,dt-symbol=<label>[,iommu=...]" per device, then
-// "--device-tree-overlay", "<overlayPath>,filter". See README "crosvm".
+// "--vfio", "<sysfs>,dt-symbol=<label>" per device, then "--device-tree-overlay",
+// "<overlayPath>,filter". crosvm's `--vfio` takes platform devices too (it tells them from PCI
+// by VFIO_DEVICE_FLAGS_PLATFORM; `--vfio-platform` is a deprecated alias), and its `iommu=`
+// key defaults to `off`, the only value that means anything for a non-pKVM platform device, so
+// it is not emitted. Verified against crosvm src/crosvm/cmdline.rs at commit
+// fd4df63707aee57092a28db63bc1ff8945c76058; see docs/crosvm.md.
 std::vector<std::string> crosvmArguments(const std::vector<GuestDeviceRequest> &devices,
 					 const std::string &overlayPath);
+
+// The label a device gets in the overlay's __symbols__ and in crosvm's dt-symbol: its `label`,
+// else the host label, else the host node name made a valid label ("rtc@9010000" ->
+// "rtc_9010000").
+std::string effectiveLabel(const GuestDeviceRequest &device);
+
+// The sysfs path Linux gives the device created from this DT node: of_device_make_bus_id()
+// names it "<translated reg[0] address in hex>.<node name>" ("9010000.pl031"), on the amba bus
+// for "arm,primecell" nodes, the platform bus otherwise. Empty for a node without reg.
+std::string platformSysfsPath(const DtNode &node);
 
 } // namespace vfio_broker::platform

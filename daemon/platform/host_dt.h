@@ -91,9 +91,14 @@ public:
 
 private:
 	explicit HostDeviceTree(std::vector<uint8_t> blob);
+	Result<int> offsetOfPhandle(uint32_t phandle) const;
+
 	std::vector<uint8_t> blob_;
 	uint32_t rootAddressCells_ = 2;
 	uint32_t rootSizeCells_ = 1;
+	// phandle -> node offset, built once: libfdt's lookup scans the whole tree per call, which a
+	// hostile blob with many references would turn quadratic.
+	std::map<uint32_t, int> phandleOffsets_;
 };
 
 // The DT node path from a sysfs device's "of_node" link target
