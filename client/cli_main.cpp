@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "client/edu_sequence.h"
+#include "client/sim_platform_sequence.h"
+#include "client/soc_sequence.h"
 #include "client/vfio_user_client.h"
 
 using namespace vfio_broker;
@@ -24,13 +26,19 @@ const char kUsage[] =
 	"  edu                       run the edu walk-through (identify, liveness, factorial,\n"
 	"                            INTx, MSI, DMA, blocked DMA, RAM BAR, reset), one line a step\n"
 	"  msix-e1000e               MSI-X on QEMU's e1000e: three vectors, IVAR routing\n"
+	"  sim-platform              run the sim:platform walk-through (IDs through mmap, trapped\n"
+	"                            registers, level IRQ: automask, unmask, unmask eventfd, DMA refused)\n"
+	"  pl031                     the PL031 RTC through vfio-amba: PrimeCell IDs (mmap and trapped),\n"
+	"                            the level match interrupt with automask and unmask, DMA refused\n"
+	"  virtio-mmio               a virtio-mmio transport through vfio-platform: its sub-page region\n"
+	"                            read trapped, an interrupt loopback, DMA refused\n"
 	"  read REGION OFFSET [N]    read N bytes (default 4) with REGION_READ, print hex\n"
 	"  write REGION OFFSET VALUE [N]  write a little-endian VALUE of N bytes (default 4)\n"
 	"\n"
 	"Options:\n"
 	"  --socket PATH             the device daemon's socket (required)\n"
-	"  --require-mmap            edu: BAR0 must be mmap-able (real hardware)\n"
-	"  --abort-after STEP        edu: exit abruptly after STEP, leaving IRQs and DMA set up\n"
+	"  --require-mmap            edu: BAR0 must be mmap-able (real hardware); pl031: its register page\n"
+	"  --abort-after STEP        edu, pl031: exit abruptly after STEP, leaving IRQs (and DMA) set up\n"
 	"  -h, --help                this help\n"
 	"\n"
 	"Step lines are \"PASS|FAIL|SKIP <step> <what happened>\", then \"RESULT: PASS n FAIL n\n"
@@ -77,7 +85,9 @@ int cmdInfo(Client &c)
 		return 1;
 	}
 	std::printf("device: flags 0x%x (%s%s), %u regions, %u IRQ types\n", info->flags,
-		    info->flags & VFIO_DEVICE_FLAGS_PCI ? "pci" : "other",
+		    info->flags & VFIO_DEVICE_FLAGS_PCI ? "pci"
+		    : info->flags & VFIO_DEVICE_FLAGS_PLATFORM ? "platform"
+		    : info->flags & VFIO_DEVICE_FLAGS_AMBA ? "amba" : "other",
 		    info->flags & VFIO_DEVICE_FLAGS_RESET ? ", reset" : "", info->numRegions, info->numIrqs);
 	for (uint32_t i = 0; i < info->numRegions; i++) {
 		auto r = c.regionInfo(i);
@@ -153,6 +163,19 @@ int main(int argc, char **argv)
 		return printSummary(runEduSequence(*client, opts));
 	if (command == "msix-e1000e")
 		return printSummary(runE1000eMsix(*client, opts));
+	if (command == "sim-platform") {
+		SimPlatformOptions sim;
+		sim.report = printStep;
+		return printSummary(runSimPlatformSequence(*client, sim));
+	}
+	if (command == "pl031" || command == "virtio-mmio") {
+		SocOptions soc;
+		soc.requireMmap = requireMmap;
+		soc.abortAfter = abortAfter;
+		soc.report = printStep;
+		return printSummary(command == "pl031" ? runPl031Sequence(*client, soc)
+						       : runVirtioMmioSequence(*client, soc));
+	}
 	if (command == "read" || command == "write") {
 		uint64_t region, offset, value = 0, size = 4;
 		bool isWrite = command == "write";

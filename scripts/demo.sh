@@ -37,4 +37,29 @@ kill -TERM "$daemon"
 wait "$daemon" || status=$?
 daemon=
 sed 's/^/   /' "$work/daemon.log"
+
+# sim:platform: the same daemon and client on a platform-bus device (no PCI): an mmap'd
+# register page with PrimeCell-style IDs, trapped sub-page control registers, and a level
+# interrupt that is automasked when it fires and re-armed by UNMASK or an unmask eventfd.
+echo
+echo "== sim:platform: a simulated SoC timer block served over vfio-user"
+echo "   daemon: build/daemon/vfio-broker-device --device sim:platform --socket $work/platform.sock"
+mkfifo "$work/platform-ready"
+build/daemon/vfio-broker-device --device sim:platform --socket "$work/platform.sock" --ready-fd 3 \
+  3>"$work/platform-ready" 2>"$work/platform-daemon.log" &
+daemon=$!
+read -r ready <"$work/platform-ready"
+echo "   daemon ready ($ready), pid $daemon"
+echo
+echo "== the platform device as a VMM sees it (vfio-broker-client info)"
+build/client/vfio-broker-client info --socket "$work/platform.sock" | sed 's/^/   /'
+echo
+echo "== the sim:platform walk-through (vfio-broker-client sim-platform): each line is one step"
+build/client/vfio-broker-client sim-platform --socket "$work/platform.sock" || status=$?
+echo
+echo "== sim:platform daemon log"
+kill -TERM "$daemon"
+wait "$daemon" || status=$?
+daemon=
+sed 's/^/   /' "$work/platform-daemon.log"
 exit $status

@@ -3,7 +3,9 @@
 #include "device/open_device.h"
 
 #include "device/sim_edu.h"
+#include "device/sim_platform.h"
 #include "device/vfio_pci.h"
+#include "device/vfio_platform.h"
 
 namespace vfio_broker::device {
 
@@ -16,13 +18,22 @@ Result<std::unique_ptr<Device>> openDevice(const std::string &spec, const OpenOp
 				return dev.takeError();
 			return std::unique_ptr<Device>(std::move(*dev));
 		}
-		return makeError(ENODEV, "unknown simulated device \"%s\" (available: sim:edu)",
+		if (spec == sim_platform::kId) {
+			auto dev = SimPlatform::create();
+			if (!dev)
+				return dev.takeError();
+			return std::unique_ptr<Device>(std::move(*dev));
+		}
+		return makeError(ENODEV, "unknown simulated device \"%s\" (available: sim:edu, sim:platform)",
 				 spec.c_str());
 	}
 	VfioOpenOptions vopts;
 	vopts.sysfsRoot = opts.sysfsRoot;
 	vopts.devRoot = opts.devRoot;
 	vopts.allowMmap = opts.allowMmap;
+	// platform:NAME, amba:NAME and sysfs paths of platform/AMBA devices: vfio-platform or vfio-amba.
+	if (namesPlatformDevice(opts.sysfsRoot, spec))
+		return openVfioPlatformDevice(spec, vopts);
 	return openVfioPciDevice(spec, vopts);
 }
 

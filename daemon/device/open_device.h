@@ -15,7 +15,8 @@ struct OpenOptions {
 	bool allowMmap = true;
 };
 
-// "sim:edu", a PCI address (0000:01:00.0) or a sysfs device path.
+// "sim:edu", "sim:platform", a PCI address (0000:01:00.0), "platform:NAME", "amba:NAME", or a
+// sysfs device path (PCI, platform or AMBA bus).
 Result<std::unique_ptr<Device>> openDevice(const std::string &spec, const OpenOptions &opts);
 
 } // namespace vfio_broker::device

@@ -271,7 +271,8 @@ Status Session::handleVersion(ReceivedMessage &msg, Reply &reply)
 			      scratch_.size() - sizeof(VersionPayload),
 			      "{\"capabilities\":{\"max_msg_fds\":%u,\"max_data_xfer_size\":%u,"
 			      "\"max_dma_maps\":%u,\"pgsizes\":%llu}}",
-			      limits_.maxMsgFds, limits_.maxDataXfer, dma_.maxMappings(),
+			      limits_.maxMsgFds, limits_.maxDataXfer,
+			      device_.iommuInfo().translates ? dma_.maxMappings() : 0u,
 			      (unsigned long long)device_.iommuInfo().pgsizes);
 	reply.add(scratch_.data(), sizeof(VersionPayload) + n + 1); // with the NUL
 	return {};
@@ -286,6 +287,11 @@ Status Session::handleDmaMap(ReceivedMessage &msg)
 		return makeError(EINVAL, "DMA_MAP argsz %u is below %zu", p.argsz, sizeof(p));
 	if (msg.fds.size() > 1)
 		return makeError(EINVAL, "DMA_MAP takes at most one fd (%zu sent)", msg.fds.size());
+	// Refused before the client's fd is mapped: nothing behind this device translates DMA
+	// (a non-DMA platform device, or VFIO no-IOMMU mode), so there is nothing to program.
+	if (!device_.iommuInfo().translates)
+		return makeError(ENOTSUP, "%s has no IOMMU translation: DMA_MAP is not supported",
+				 device_.name().c_str());
 	UniqueFd fd = msg.fds.empty() ? UniqueFd() : std::move(msg.fds[0]);
 	uint64_t offset = fd ? p.offset : 0; // meaningless without an fd
 	return dma_.map(p.address, p.size, p.flags, std::move(fd), offset);
