@@ -1,12 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 // vfio-broker-device: serve one passthrough device to one VMM over vfio-user.
 #include <signal.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstdio>
 
 #include "common/log.h"
 #include "common/sd_notify.h"
+#include "crosvm/attach.h"
 #include "device/open_device.h"
 #include "server/listener.h"
 #include "server/options.h"
@@ -36,6 +39,67 @@ Result<bool> inheritedIsListening(int fd)
 	if (::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) < 0)
 		return errnoError("SO_ACCEPTCONN");
 	return listening != 0;
+}
+
+void announceReady(const server::DaemonOptions &opts, const std::string &status)
+{
+	if (opts.readyFd >= 0) {
+		if (Status s = notifyReadyFd(opts.readyFd); !s)
+			LOG_WARN("%s", s.error().message.c_str());
+	}
+	if (Status s = sdNotify("READY=1\nSTATUS=" + status); !s)
+		LOG_WARN("%s", s.error().message.c_str());
+}
+
+// Attach mode: the device goes into a running crosvm through its control socket; there is no
+// vfio-user socket. Runs until crosvm hangs up (it is gone: nothing to unregister) or SIGTERM/
+// SIGINT (crosvm is asked to unregister the regions), then everything is undone.
+int runAttach(const server::DaemonOptions &opts, device::Device &dev)
+{
+	// Signals arrive on a signalfd, so the whole wait is one poll with crosvm's socket.
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	if (::sigprocmask(SIG_BLOCK, &set, nullptr) < 0)
+		return fail(errnoError("sigprocmask"));
+	UniqueFd signals(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+	if (!signals)
+		return fail(errnoError("signalfd"));
+
+	// The placement is checked against the device before crosvm is contacted at all.
+	long page = ::sysconf(_SC_PAGESIZE);
+	if (auto plan = crosvm::planMemory(dev, opts.attach, page > 0 ? page : 4096); !plan)
+		return fail(plan.error());
+	if (Status s = crosvm::checkIrqs(dev, opts.attach); !s)
+		return fail(s.error());
+
+	crosvm::ControlLimits limits;
+	limits.timeoutMs = opts.crosvmTimeoutMs;
+	auto socket = crosvm::ControlSocket::connect(opts.crosvmSocket, limits);
+	if (!socket)
+		return fail(socket.error());
+	auto attached = crosvm::Attachment::attach(dev, *socket, opts.attach);
+	if (!attached)
+		return fail(withContext(attached.takeError(), "attaching " + dev.name() + " to crosvm at " +
+								      opts.crosvmSocket));
+	crosvm::Attachment &a = **attached;
+	LOG_INFO("attached %s to crosvm at %s: %s", dev.name().c_str(), opts.crosvmSocket.c_str(),
+		 a.summary().c_str());
+	announceReady(opts, "attached " + dev.name() + " to crosvm");
+
+	auto event = a.run(signals.get());
+	if (!event)
+		LOG_ERROR("%s", event.error().message.c_str());
+	else if (*event == crosvm::Attachment::Event::PeerHangup)
+		LOG_INFO("crosvm closed its control socket; detaching");
+	else
+		LOG_INFO("stopping; detaching from crosvm");
+	(void)sdNotify("STOPPING=1");
+	bool crosvmThere = event && *event == crosvm::Attachment::Event::Stop;
+	if (Status s = a.detach(crosvmThere); !s)
+		return fail(withContext(s.takeError(), "detaching from crosvm"));
+	return event ? 0 : 1;
 }
 
 } // namespace
@@ -69,6 +133,8 @@ int main(int argc, char **argv)
 	auto dev = device::openDevice(opts.device, dopts);
 	if (!dev)
 		return fail(withContext(dev.takeError(), "opening " + opts.device));
+	if (!opts.crosvmSocket.empty())
+		return runAttach(opts, **dev);
 
 	server::DeviceServer srv(**dev, opts.limits);
 	srv.setExitOnDisconnect(opts.exitOnDisconnect);

@@ -15,11 +15,13 @@ namespace vfio_broker::server {
 const char *usageText()
 {
 	return "Usage: vfio-broker-device --device DEV (--socket PATH | --fd N) [options]\n"
+	       "       vfio-broker-device --device DEV --crosvm-socket PATH [placement] [options]\n"
 	       "\n"
 	       "Serve one passthrough device to one VMM at a time over vfio-user.\n"
 	       "\n"
-	       "  --device DEV          the device: a PCI address (0000:01:00.0), a sysfs device\n"
-	       "                        path, or sim:edu (a simulated QEMU edu device)\n"
+	       "  --device DEV          the device: a PCI address (0000:01:00.0), platform:NAME,\n"
+	       "                        amba:NAME, a PCI/platform/AMBA sysfs device path, or\n"
+	       "                        sim:edu / sim:platform (simulated devices)\n"
 	       "  --socket PATH         listen on a new Unix socket at PATH (a stale socket is\n"
 	       "                        replaced; a live one is an error)\n"
 	       "  --fd N                serve an inherited socket: listening, or already connected\n"
@@ -36,6 +38,18 @@ const char *usageText()
 	       "  --sysfs-root DIR      where sysfs is mounted (default /sys)\n"
 	       "  --dev-root DIR        where /dev is (default /dev)\n"
 	       "  --log-level LEVEL     debug, info, warning or error (default info)\n"
+	       "\n"
+	       "Attach mode (docs/crosvm-attach.md): put the device into a running crosvm\n"
+	       "through its control socket (crosvm run -s PATH) instead of serving vfio-user.\n"
+	       "  --crosvm-socket PATH  crosvm's control socket\n"
+	       "  --guest-region I=ADDR map the mmap-able parts of region I at guest physical\n"
+	       "                        ADDR (repeatable; page-aligned, no overlaps)\n"
+	       "  --guest-irq I=GSI     wire IRQ index I to the guest's GSI (arm64: the SPI\n"
+	       "                        number) with KVM_IRQFD (repeatable)\n"
+	       "  --dma-pool FILE,ADDR,SIZE\n"
+	       "                        DMA-map FILE (tmpfs/hugetlbfs) at IOVA = guest ADDR;\n"
+	       "                        crosvm maps the same file there (--file-backed-mapping)\n"
+	       "  --crosvm-timeout MS   bound on each answer from crosvm (default 10000)\n"
 	       "  --version             print the version and exit\n"
 	       "  -h, --help            print this help and exit\n"
 	       "\n"
@@ -87,6 +101,39 @@ Status parseOwner(const char *text, DaemonOptions &o)
 	return {};
 }
 
+// "I=VALUE" of --guest-region and --guest-irq.
+Result<std::pair<uint32_t, uint64_t>> parseAssignment(const char *opt, const char *text, uint64_t maxValue)
+{
+	std::string s(text);
+	size_t eq = s.find('=');
+	if (eq == std::string::npos)
+		return makeError(EINVAL, "%s: \"%s\" is not INDEX=VALUE", opt, text);
+	auto index = parseNumber(opt, s.substr(0, eq).c_str(), 0, UINT32_MAX, 0);
+	if (!index)
+		return index.takeError();
+	auto value = parseNumber(opt, s.substr(eq + 1).c_str(), 0, maxValue, 0);
+	if (!value)
+		return value.takeError();
+	return std::pair<uint32_t, uint64_t>(static_cast<uint32_t>(*index), *value);
+}
+
+// "FILE,ADDR,SIZE"; FILE may itself contain commas, the last two separate the numbers.
+Result<crosvm::DmaPool> parseDmaPool(const char *text)
+{
+	std::string s(text);
+	size_t second = s.rfind(',');
+	size_t first = second == std::string::npos || second == 0 ? std::string::npos : s.rfind(',', second - 1);
+	if (first == std::string::npos || first == 0)
+		return makeError(EINVAL, "--dma-pool: \"%s\" is not FILE,ADDR,SIZE", text);
+	auto addr = parseNumber("--dma-pool", s.substr(first + 1, second - first - 1).c_str(), 0, UINT64_MAX, 0);
+	if (!addr)
+		return addr.takeError();
+	auto size = parseNumber("--dma-pool", s.substr(second + 1).c_str(), 1, UINT64_MAX, 0);
+	if (!size)
+		return size.takeError();
+	return crosvm::DmaPool{ s.substr(0, first), *addr, *size };
+}
+
 } // namespace
 
 Result<DaemonOptions> parseOptions(int argc, char **argv)
@@ -94,7 +141,7 @@ Result<DaemonOptions> parseOptions(int argc, char **argv)
 	enum {
 		kDevice = 1000, kSocket, kFd, kSocketMode, kSocketOwner, kReadyFd, kExitOnDisconnect,
 		kNoMmap, kMaxDmaMaps, kMaxDataXfer, kMaxMsgFds, kSysfsRoot, kDevRoot, kLogLevel,
-		kVersion,
+		kVersion, kCrosvmSocket, kGuestRegion, kGuestIrq, kDmaPool, kCrosvmTimeout,
 	};
 	static const option longOptions[] = {
 		{ "device", required_argument, nullptr, kDevice },
@@ -112,6 +159,11 @@ Result<DaemonOptions> parseOptions(int argc, char **argv)
 		{ "dev-root", required_argument, nullptr, kDevRoot },
 		{ "log-level", required_argument, nullptr, kLogLevel },
 		{ "version", no_argument, nullptr, kVersion },
+		{ "crosvm-socket", required_argument, nullptr, kCrosvmSocket },
+		{ "guest-region", required_argument, nullptr, kGuestRegion },
+		{ "guest-irq", required_argument, nullptr, kGuestIrq },
+		{ "dma-pool", required_argument, nullptr, kDmaPool },
+		{ "crosvm-timeout", required_argument, nullptr, kCrosvmTimeout },
 		{ "help", no_argument, nullptr, 'h' },
 		{ nullptr, 0, nullptr, 0 },
 	};
@@ -168,6 +220,36 @@ Result<DaemonOptions> parseOptions(int argc, char **argv)
 				return makeError(EINVAL, "--log-level: \"%s\" is not debug, info, warning or error", optarg);
 			break;
 		case kVersion: o.version = true; break;
+		case kCrosvmSocket: o.crosvmSocket = optarg; break;
+		case kGuestRegion: {
+			auto a = parseAssignment("--guest-region", optarg, UINT64_MAX);
+			if (!a)
+				return a.takeError();
+			o.attach.regions.push_back({ a->first, a->second });
+			break;
+		}
+		case kGuestIrq: {
+			// KVM routes at most KVM_MAX_IRQ_ROUTES (4096) GSIs.
+			auto a = parseAssignment("--guest-irq", optarg, 4095);
+			if (!a)
+				return a.takeError();
+			o.attach.irqs.push_back({ a->first, static_cast<uint32_t>(a->second) });
+			break;
+		}
+		case kDmaPool: {
+			if (o.attach.dmaPool)
+				return makeError(EINVAL, "--dma-pool given twice; one pool per device");
+			auto p = parseDmaPool(optarg);
+			if (!p)
+				return p.takeError();
+			o.attach.dmaPool = std::move(*p);
+			break;
+		}
+		case kCrosvmTimeout:
+			if (!(n = parseNumber("--crosvm-timeout", optarg, 1, 600000, 10)))
+				return n.takeError();
+			o.crosvmTimeoutMs = static_cast<int>(*n);
+			break;
 		case 'h': o.help = true; break;
 		case ':':
 			return makeError(EINVAL, "%s needs an argument", argv[optind - 1]);
@@ -185,8 +267,17 @@ Result<DaemonOptions> parseOptions(int argc, char **argv)
 		return o;
 	if (o.device.empty())
 		return makeError(EINVAL, "--device is required (see --help)");
-	if (o.socketPath.empty() == (o.fd < 0))
+	bool placed = !o.attach.regions.empty() || !o.attach.irqs.empty() || o.attach.dmaPool;
+	if (!o.crosvmSocket.empty()) {
+		if (!o.socketPath.empty() || o.fd >= 0)
+			return makeError(EINVAL, "--crosvm-socket (attach mode) excludes --socket and --fd");
+		if (!placed)
+			return makeError(EINVAL, "--crosvm-socket needs at least one --guest-region, --guest-irq or --dma-pool");
+	} else if (placed) {
+		return makeError(EINVAL, "--guest-region, --guest-irq and --dma-pool need --crosvm-socket");
+	} else if (o.socketPath.empty() == (o.fd < 0)) {
 		return makeError(EINVAL, "give exactly one of --socket and --fd");
+	}
 	if (o.fd >= 0 && o.fd <= 2)
 		return makeError(EINVAL, "--fd %d is a standard stream", o.fd);
 	if (o.readyFd >= 0 && (o.readyFd <= 2 || o.readyFd == o.fd))

@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "common/result.h"
+#include "crosvm/attach.h"
 #include "server/session.h"
 
 namespace vfio_broker::server {
@@ -26,6 +27,11 @@ struct DaemonOptions {
 	std::string devRoot = "/dev";
 	ServerLimits limits;
 	log::Level logLevel = log::Level::Info;
+	// Attach mode (--crosvm-socket): hand the device to a running crosvm through its control
+	// socket instead of serving vfio-user; placement from --guest-region/--guest-irq/--dma-pool.
+	std::string crosvmSocket;
+	crosvm::AttachConfig attach;
+	int crosvmTimeoutMs = 10000; // --crosvm-timeout: per request to crosvm
 	bool help = false;
 	bool version = false;
 };

@@ -329,3 +329,62 @@ TEST_CASE("a parse that stopped inside a group of short options does not leak in
 	CHECK(r2->device == "sim:edu");
 	CHECK(r2->fd == 3);
 }
+
+TEST_CASE("attach mode: --crosvm-socket with the placement of regions, IRQs and the DMA pool", "[options]")
+{
+	auto r = parse({ "--device", "sim:platform", "--crosvm-socket", "/run/crosvm.sock",
+			 "--guest-region", "0=0x9100000", "--guest-region", "2=4294967296",
+			 "--guest-irq", "0=96", "--dma-pool", "/dev/shm/pool,a,b,0x8000000,0x100000",
+			 "--crosvm-timeout", "2500" });
+	INFO((r.ok() ? std::string("accepted") : r.error().message));
+	REQUIRE(r.ok());
+	CHECK(r->crosvmSocket == "/run/crosvm.sock");
+	CHECK(r->socketPath.empty());
+	CHECK(r->fd == -1);
+	REQUIRE(r->attach.regions.size() == 2);
+	CHECK(r->attach.regions[0].index == 0);
+	CHECK(r->attach.regions[0].address == 0x9100000);
+	CHECK(r->attach.regions[1].index == 2);
+	CHECK(r->attach.regions[1].address == 0x100000000);
+	REQUIRE(r->attach.irqs.size() == 1);
+	CHECK(r->attach.irqs[0].index == 0);
+	CHECK(r->attach.irqs[0].gsi == 96);
+	REQUIRE(r->attach.dmaPool);
+	CHECK(r->attach.dmaPool->path == "/dev/shm/pool,a,b"); // the last two commas separate the numbers
+	CHECK(r->attach.dmaPool->address == 0x8000000);
+	CHECK(r->attach.dmaPool->size == 0x100000);
+	CHECK(r->crosvmTimeoutMs == 2500);
+
+	auto defaults = parse({ "--device", "sim:edu", "--crosvm-socket", "c.sock", "--guest-irq", "0=5" });
+	REQUIRE(defaults.ok());
+	CHECK(defaults->crosvmTimeoutMs == 10000);
+	CHECK_FALSE(defaults->attach.dmaPool);
+}
+
+TEST_CASE("attach mode's mistakes are refused, naming the option", "[options]")
+{
+	CHECK(refused({ "--device", "sim:edu", "--crosvm-socket", "c.sock", "--socket", "s.sock",
+			"--guest-irq", "0=5" }) == "--crosvm-socket (attach mode) excludes --socket and --fd");
+	CHECK(refused({ "--device", "sim:edu", "--crosvm-socket", "c.sock" }) ==
+	      "--crosvm-socket needs at least one --guest-region, --guest-irq or --dma-pool");
+	CHECK(refused({ "--device", "sim:edu", "--socket", "s.sock", "--guest-region", "2=0x1000" }) ==
+	      "--guest-region, --guest-irq and --dma-pool need --crosvm-socket");
+	CHECK(refused({ "--device", "sim:edu", "--crosvm-socket", "c", "--guest-region", "2" }) ==
+	      "--guest-region: \"2\" is not INDEX=VALUE");
+	CHECK(mentions(refused({ "--device", "sim:edu", "--crosvm-socket", "c", "--guest-region", "x=0x1000" }),
+		       "--guest-region: \"x\" is not a number"));
+	CHECK(mentions(refused({ "--device", "sim:edu", "--crosvm-socket", "c", "--guest-irq", "0=4096" }),
+		       "--guest-irq: 4096 is outside 0..4095"));
+	CHECK(mentions(refused({ "--device", "sim:edu", "--crosvm-socket", "c", "--guest-irq", "0=-1" }),
+		       "--guest-irq: \"-1\" is not a number"));
+	CHECK(refused({ "--device", "sim:edu", "--crosvm-socket", "c", "--dma-pool", "/dev/shm/p,0x1000" }) ==
+	      "--dma-pool: \"/dev/shm/p,0x1000\" is not FILE,ADDR,SIZE");
+	CHECK(refused({ "--device", "sim:edu", "--crosvm-socket", "c", "--dma-pool", ",0x1000,0x1000" }) ==
+	      "--dma-pool: \",0x1000,0x1000\" is not FILE,ADDR,SIZE");
+	CHECK(mentions(refused({ "--device", "sim:edu", "--crosvm-socket", "c", "--dma-pool", "/p,0x1000,0" }),
+		       "--dma-pool: 0 is outside 1.."));
+	CHECK(refused({ "--device", "sim:edu", "--crosvm-socket", "c", "--dma-pool", "/p,0,4096",
+			"--dma-pool", "/q,0,4096" }) == "--dma-pool given twice; one pool per device");
+	CHECK(mentions(refused({ "--device", "sim:edu", "--crosvm-socket", "c", "--guest-irq", "0=5",
+				 "--crosvm-timeout", "0" }), "--crosvm-timeout: 0 is outside 1..600000"));
+}
