@@ -4,6 +4,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <cerrno>
+#include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -31,7 +35,17 @@ const char kUsage[] =
 	"  --device DEV     a device id (pci:0000:01:00.0, 0000:01:00.0, sim:edu); repeatable\n"
 	"  --owner U:G      numeric owner of the device sockets: the VMM's user\n"
 	"  --identity       identity MMIO mapping (platform devices)\n"
+	"  --bind-only      bind to VFIO but start no device daemon: the VMM opens the device\n"
+	"                   itself (crosvm launch mode: --vfio <sysfs path>)\n"
 	"  --deassign       deassign the devices from VM and exit\n"
+	"\n"
+	"crosvm launch mode (the VM's platform devices in a guest device-tree overlay):\n"
+	"  --crosvm-overlay OUT.dtbo  write the overlay there and print the crosvm arguments\n"
+	"                   (\"crosvm args: ...\"); with a VMM command, an argument \"{crosvm-args}\"\n"
+	"                   becomes those arguments. Without --device: for the devices the VM holds\n"
+	"  --guest-mmio BASE:SIZE     guest window for devices that are not identity-mapped\n"
+	"  --first-spi N    first guest GIC SPI (default 0)\n"
+	"  --dma-pool BASE:SIZE       a restricted-DMA pool for the DMA-capable devices\n"
 	"  -h, --help       this help\n";
 
 int usage(const std::string &why)
@@ -40,11 +54,40 @@ int usage(const std::string &why)
 	return 2;
 }
 
+// "BASE:SIZE", each decimal or 0x hex.
+bool parseRange(const char *text, uint64_t *base, uint64_t *size)
+{
+	char *end = nullptr;
+	errno = 0;
+	*base = std::strtoull(text, &end, 0);
+	if (errno || end == text || *end != ':')
+		return false;
+	const char *rest = end + 1;
+	*size = std::strtoull(rest, &end, 0);
+	return !errno && end != rest && *end == '\0';
+}
+
+// An argument as a shell reads it back: quoted when it holds anything special.
+std::string shellQuote(const std::string &arg)
+{
+	bool plain = !arg.empty();
+	for (char c : arg)
+		plain = plain && (std::isalnum(static_cast<unsigned char>(c)) || std::strchr("/._-,=:@+%", c));
+	if (plain)
+		return arg;
+	std::string out = "'";
+	for (char c : arg)
+		out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+	return out + "'";
+}
+
 } // namespace
 
 int main(int argc, char **argv)
 {
 	LaunchRequest req;
+	CrosvmLaunchRequest crosvm;
+	std::string overlayOut;
 	bool deassign = false;
 	std::vector<std::string> vmm;
 	for (int i = 1; i < argc; i++) {
@@ -69,14 +112,52 @@ int main(int argc, char **argv)
 			req.socketGid = gid;
 		} else if (a == "--identity") {
 			req.identityMapping = true;
+		} else if (a == "--bind-only") {
+			req.bindOnly = true;
+		} else if (a == "--crosvm-overlay" && i + 1 < argc) {
+			overlayOut = argv[++i];
+		} else if (a == "--guest-mmio" && i + 1 < argc) {
+			if (!parseRange(argv[++i], &crosvm.guestMmioBase, &crosvm.guestMmioSize))
+				return usage("--guest-mmio takes BASE:SIZE");
+		} else if (a == "--dma-pool" && i + 1 < argc) {
+			if (!parseRange(argv[++i], &crosvm.dmaPoolBase, &crosvm.dmaPoolSize))
+				return usage("--dma-pool takes BASE:SIZE");
+		} else if (a == "--first-spi" && i + 1 < argc) {
+			char *end = nullptr;
+			errno = 0;
+			unsigned long spi = std::strtoul(argv[++i], &end, 0);
+			if (errno || *end != '\0' || spi > UINT32_MAX)
+				return usage("--first-spi takes a number");
+			crosvm.firstGuestSpi = static_cast<uint32_t>(spi);
 		} else if (a == "--deassign") {
 			deassign = true;
 		} else {
 			return usage("unknown or incomplete argument " + a);
 		}
 	}
-	if (req.vm.empty() || req.devices.empty())
-		return usage("--vm and at least one --device are required");
+	if (req.vm.empty() || (req.devices.empty() && overlayOut.empty()))
+		return usage("--vm and at least one --device (or --crosvm-overlay) are required");
+	crosvm.controlSocket = req.controlSocket;
+	crosvm.vm = req.vm;
+	crosvm.devices = req.devices;
+	crosvm.overlayPath = overlayOut;
+	// Launch mode without devices: the configuration of what the VM holds, nothing assigned.
+	if (req.devices.empty() && !deassign) {
+		auto launch = crosvmLaunchConfig(crosvm);
+		if (!launch) {
+			std::fprintf(stderr, "vfio-broker-launch: %s\n", launch.error().message.c_str());
+			return 1;
+		}
+		if (Status st = writeFileAtomically(overlayOut, launch->overlay); !st) {
+			std::fprintf(stderr, "vfio-broker-launch: %s\n", st.error().message.c_str());
+			return 1;
+		}
+		std::string line = "crosvm args:";
+		for (const auto &arg : launch->args)
+			line += " " + shellQuote(arg);
+		std::printf("%s\n", line.c_str());
+		return vmm.empty() ? 0 : usage("a VMM command needs --device (its devices are deassigned when it exits)");
+	}
 
 	if (deassign) {
 		Status s = deassignFromVm(req.controlSocket, req.vm, req.devices);
@@ -92,10 +173,40 @@ int main(int argc, char **argv)
 		std::fprintf(stderr, "vfio-broker-launch: %s\n", assigned.error().message.c_str());
 		return 1;
 	}
+	std::vector<std::string> crosvmArgs;
+	if (!overlayOut.empty()) {
+		auto launch = crosvmLaunchConfig(crosvm);
+		Status written = launch ? writeFileAtomically(overlayOut, launch->overlay) : Status(launch.error());
+		if (!written) {
+			std::fprintf(stderr, "vfio-broker-launch: %s\n", written.error().message.c_str());
+			(void)deassignFromVm(req.controlSocket, req.vm, req.devices);
+			return 1;
+		}
+		crosvmArgs = launch->args;
+		for (const auto &why : launch->skipped)
+			std::fprintf(stderr, "vfio-broker-launch: not in the overlay: %s\n", why.c_str());
+	}
 	if (vmm.empty()) {
 		for (const auto &d : *assigned)
-			std::printf("%s %s\n", d.deviceId.c_str(), d.socketPath.c_str());
+			std::printf("%s %s\n", d.deviceId.c_str(), d.socketPath.empty() ? "-" : d.socketPath.c_str());
+		if (!overlayOut.empty()) {
+			std::string line = "crosvm args:";
+			for (const auto &arg : crosvmArgs)
+				line += " " + shellQuote(arg);
+			std::printf("%s\n", line.c_str());
+		}
 		return 0;
+	}
+	// "{crosvm-args}" stands for the whole argument list.
+	{
+		std::vector<std::string> expanded;
+		for (auto &arg : vmm) {
+			if (arg == "{crosvm-args}")
+				expanded.insert(expanded.end(), crosvmArgs.begin(), crosvmArgs.end());
+			else
+				expanded.push_back(std::move(arg));
+		}
+		vmm = std::move(expanded);
 	}
 
 	// Substitute placeholders, connecting sockets for {fd}.

@@ -2,8 +2,11 @@
 // Launcher helper over the BrokerService gRPC API on the control Unix socket.
 #include "client/launcher.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstring>
@@ -55,6 +58,7 @@ Result<std::vector<AssignedDevice>> assignForVm(const LaunchRequest &request)
 	for (const auto &d : request.devices)
 		req.add_device_ids(d);
 	req.mutable_options()->set_identity_mapping(request.identityMapping);
+	req.mutable_options()->set_bind_only(request.bindOnly);
 	if (request.socketUid)
 		req.mutable_options()->set_socket_uid(*request.socketUid);
 	if (request.socketGid)
@@ -88,6 +92,65 @@ Status deassignFromVm(const std::string &controlSocket, const std::string &vm,
 			first = fromGrpc(s, "deassigning " + d);
 	}
 	return first;
+}
+
+Result<CrosvmLaunch> crosvmLaunchConfig(const CrosvmLaunchRequest &request)
+{
+	auto stub = stubFor(request.controlSocket);
+	pb::GetLaunchConfigRequest req;
+	req.set_vm(request.vm);
+	req.set_vmm(pb::VMM_CROSVM);
+	req.set_guest_mmio_base(request.guestMmioBase);
+	req.set_guest_mmio_size(request.guestMmioSize);
+	req.set_first_guest_spi(request.firstGuestSpi);
+	req.set_dma_pool_base(request.dmaPoolBase);
+	req.set_dma_pool_size(request.dmaPoolSize);
+	req.set_overlay_path(request.overlayPath);
+	for (const auto &d : request.devices)
+		req.add_device_ids(d);
+	pb::GetLaunchConfigResponse resp;
+	grpc::ClientContext ctx;
+	setDeadline(ctx, request.timeoutMs);
+	grpc::Status s = stub->GetLaunchConfig(&ctx, req, &resp);
+	if (!s.ok())
+		return fromGrpc(s, "launch configuration of " + request.vm);
+	CrosvmLaunch out;
+	out.args.assign(resp.args().begin(), resp.args().end());
+	out.overlay.assign(resp.overlay().begin(), resp.overlay().end());
+	out.overlayPath = resp.overlay_path();
+	out.skipped.assign(resp.skipped().begin(), resp.skipped().end());
+	return out;
+}
+
+Status writeFileAtomically(const std::string &path, const std::vector<uint8_t> &bytes)
+{
+	std::string tmp = path + ".tmp." + std::to_string(::getpid());
+	UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+	if (!fd)
+		return errnoError(errno, "creating " + tmp);
+	size_t done = 0;
+	while (done < bytes.size()) {
+		ssize_t n = ::write(fd.get(), bytes.data() + done, bytes.size() - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			Error err = errnoError(n < 0 ? errno : EIO, "writing " + tmp);
+			::unlink(tmp.c_str());
+			return err;
+		}
+		done += static_cast<size_t>(n);
+	}
+	if (::fchmod(fd.get(), 0644) < 0 || ::fsync(fd.get()) < 0 || ::close(fd.release()) < 0) {
+		Error err = errnoError(errno, "writing " + tmp);
+		::unlink(tmp.c_str());
+		return err;
+	}
+	if (::rename(tmp.c_str(), path.c_str()) < 0) {
+		Error err = errnoError(errno, "renaming " + tmp + " to " + path);
+		::unlink(tmp.c_str());
+		return err;
+	}
+	return {};
 }
 
 Result<UniqueFd> connectDeviceSocket(const std::string &socketPath)

@@ -8,10 +8,12 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <string_view>
 #include <thread>
 
 #include "common/unique_fd.h"
+#include "control/inventory.h"
 #include "device/vfio_sysfs.h"
 
 namespace vfio_broker::control {
@@ -175,6 +177,29 @@ Status checkPresent(const std::string &devDir, const std::string &ctx)
 	return errnoError(errno, ctx + ": " + devDir);
 }
 
+// Platform and AMBA devices are bound only when they live under <root>/devices/platform (the
+// check Android's VFIO handler makes: packages/modules/Virtualization,
+// virtualizationservice/vfio_handler/src/aidl.rs, check_platform_device).
+Status checkPlatformTree(const std::string &root, const BusDevice &bd, const std::string &devDir,
+			 const std::string &ctx)
+{
+	if (bd.bus == "pci")
+		return {};
+	char *dev = ::realpath(devDir.c_str(), nullptr);
+	if (!dev)
+		return errnoError(errno, ctx + ": resolving " + devDir);
+	std::string path = dev;
+	std::free(dev);
+	char *top = ::realpath((root + "/devices/platform").c_str(), nullptr);
+	std::string platformDir = top ? std::string(top) + "/" : std::string();
+	std::free(top);
+	if (platformDir.empty() || path.compare(0, platformDir.size(), platformDir) != 0)
+		return makeError(EINVAL, "%s: %s resolves to %s, which is not under %s/devices/platform; only "
+				 "devices there are bound as platform devices",
+				 ctx.c_str(), devDir.c_str(), path.c_str(), root.c_str());
+	return {};
+}
+
 // Binder::restore, also used to roll back a failed bindToVfio (not through the virtual, so a
 // test double overriding restore never sees rollbacks it did not ask for).
 Status restoreDevice(const std::string &root, std::chrono::milliseconds timeout, const pb::Device &device,
@@ -197,6 +222,8 @@ Status restoreDevice(const std::string &root, std::chrono::milliseconds timeout,
 				 record.originalOverride.c_str());
 
 	if (Status st = checkPresent(devDir, ctx); !st)
+		return st.takeError();
+	if (Status st = checkPlatformTree(root, bd, devDir, ctx); !st)
 		return st.takeError();
 	auto current = readDriverLink(root, bd);
 	if (!current)
@@ -297,6 +324,8 @@ Result<BindRecord> Binder::bindToVfio(const pb::Device &device)
 
 	if (Status st = checkPresent(devDir, ctx); !st)
 		return st.takeError();
+	if (Status st = checkPlatformTree(root_, bd, devDir, ctx); !st)
+		return st.takeError();
 	auto current = readDriverLink(root_, bd);
 	if (!current)
 		return withContext(current.takeError(), ctx + ": reading its driver");
@@ -346,6 +375,16 @@ Result<BindRecord> Binder::bindToVfio(const pb::Device &device)
 		return fail(withContext(bound.takeError(), "verifying the binding"));
 	if (*bound != bd.vfio) {
 		long ms = static_cast<long>(timeout_.count());
+		if (bound->empty() && bd.bus != "pci") {
+			// vfio-platform's probe fails for reasons sysfs can predict; say which.
+			InventoryOptions opts;
+			opts.sysfsRoot = root_;
+			opts.kernelRelease = kernelRelease_;
+			PlatformOutlook outlook = platformOutlook(opts, device);
+			if (!outlook.bindFailure.empty())
+				return fail(makeError(EBUSY, "the kernel bound nothing within %ld ms, as expected: %s",
+						      ms, outlook.bindFailure.c_str()));
+		}
 		if (bound->empty())
 			return fail(makeError(ETIMEDOUT, "the kernel bound nothing within %ld ms", ms));
 		return fail(

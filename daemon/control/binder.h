@@ -21,8 +21,10 @@ struct BindRecord {
 class Binder
 {
 public:
-	Binder(std::string sysfsRoot, std::chrono::milliseconds timeout)
-		: root_(std::move(sysfsRoot)), timeout_(timeout) {}
+	// kernelRelease: as InventoryOptions::kernelRelease ("" = uname), for explaining a platform
+	// device that does not bind.
+	Binder(std::string sysfsRoot, std::chrono::milliseconds timeout, std::string kernelRelease = "")
+		: root_(std::move(sysfsRoot)), timeout_(timeout), kernelRelease_(std::move(kernelRelease)) {}
 	virtual ~Binder() = default;
 
 	// Record the current driver, set driver_override to the VFIO driver for the device's bus,
@@ -32,6 +34,10 @@ public:
 	// between.) On failure the device is put back as restore() would, and the error says
 	// whether that worked. Already on a VFIO driver (vfio-pci or a variant such as
 	// mlx5_vfio_pci): nothing to do, the record says so. Simulated devices: no-op.
+	// Platform and AMBA devices go to vfio-platform / vfio-amba the same way; when nothing
+	// binds, the error gives the cause platformOutlook finds (no reset handler with
+	// reset_required=Y, Linux 6.1's ENOENT probe failure, no IOMMU group without no-IOMMU mode)
+	// rather than a bare timeout. Only paths under <root>/devices/platform are written to.
 	virtual Result<BindRecord> bindToVfio(const pb::Device &device);
 
 	// Undo bindToVfio: unbind from VFIO, restore the recorded override (cleared with "\n",
@@ -47,6 +53,7 @@ public:
 private:
 	std::string root_;
 	std::chrono::milliseconds timeout_;
+	std::string kernelRelease_;
 };
 
 // The VFIO driver for a device's bus: vfio-pci, vfio-platform or vfio-amba.

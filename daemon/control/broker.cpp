@@ -16,6 +16,7 @@
 
 #include "common/log.h"
 #include "control/conflicts.h"
+#include "control/launch_config.h"
 
 namespace vfio_broker::control {
 
@@ -110,8 +111,11 @@ DaemonSpec Broker::specFor(const std::string &id, const pb::AssignOptions &optio
 {
 	DaemonSpec spec;
 	spec.deviceId = id;
-	spec.deviceArg = config_.testing_device_override().empty() ? deviceDaemonArgument(id)
-								  : config_.testing_device_override();
+	// The testing override stands in for real devices only: a simulated device is itself.
+	bool simulated = id.rfind("sim:", 0) == 0;
+	spec.deviceArg = config_.testing_device_override().empty() || simulated
+				 ? deviceDaemonArgument(id)
+				 : config_.testing_device_override();
 	spec.socketPath = socketPathFor(id);
 	if (options.has_socket_uid())
 		spec.socketUid = options.socket_uid();
@@ -159,7 +163,10 @@ pb::Assignment Broker::assignmentOf(const Held &held) const
 	a.set_restarts(r.restarts());
 	switch (r.state()) {
 	case pb::DEVICE_STATE_ASSIGNED:
-		a.set_daemon_state(r.pending() ? pb::DAEMON_STATE_STARTING : pb::DAEMON_STATE_RUNNING);
+		if (r.options().bind_only())
+			a.set_daemon_state(r.pending() ? pb::DAEMON_STATE_STARTING : pb::DAEMON_STATE_STOPPED);
+		else
+			a.set_daemon_state(r.pending() ? pb::DAEMON_STATE_STARTING : pb::DAEMON_STATE_RUNNING);
 		break;
 	case pb::DEVICE_STATE_FAILED:
 		a.set_daemon_state(pb::DAEMON_STATE_FAILED);
@@ -272,6 +279,11 @@ Result<Broker::Plan> Broker::plan(const std::string &vm,
 	if (!ids)
 		return ids.takeError();
 	p.ids = std::move(*ids);
+	if (options.bind_only())
+		for (const std::string &id : p.ids)
+			if (id.rfind("sim:", 0) == 0)
+				return makeError(EINVAL, "bind_only: %s exists only in its device daemon, so no VMM "
+						 "can open it as a VFIO device", id.c_str());
 	auto more = conflictsFor(vm, p.ids, options, p.scanned);
 	if (!more)
 		return more.takeError();
@@ -352,6 +364,12 @@ Result<pb::AssignResponse> Broker::assign(const pb::AssignRequest &req, const Ca
 			return fail(id, s.takeError());
 		events_.publish(pb::EVENT_TYPE_BOUND, id, req.vm(), "bound to " + vfioDriverFor(dev));
 
+		if (req.options().bind_only()) {
+			// The VMM opens the VFIO device itself (launch mode); a daemon would hold the group.
+			held_[id].record.set_pending(false);
+			done.push_back(id);
+			continue;
+		}
 		auto started = supervisor_->start(specFor(id, req.options()),
 						  std::chrono::milliseconds(config_.daemon_ready_timeout_ms()));
 		if (!started)
@@ -511,6 +529,45 @@ pb::ListAssignmentsResponse Broker::listAssignments(const pb::ListAssignmentsReq
 	return resp;
 }
 
+Result<pb::GetLaunchConfigResponse> Broker::launchConfig(const pb::GetLaunchConfigRequest &req)
+{
+	if (Status s = validateVmName(req.vm()); !s)
+		return s.takeError();
+	if (static_cast<size_t>(req.device_ids_size()) > kMaxDevicesPerRequest)
+		return makeError(EINVAL, "at most %zu devices per request (%d given)", kMaxDevicesPerRequest,
+				 req.device_ids_size());
+	std::lock_guard<std::mutex> lock(mutex_);
+	std::set<std::string> wanted;
+	for (const auto &input : req.device_ids()) {
+		if (input.empty() || input.size() > kMaxIdLength)
+			return makeError(EINVAL, "a device id must be 1 to %zu characters", kMaxIdLength);
+		auto id = resolveDeviceId(inventory_, input);
+		if (!id)
+			return id.takeError();
+		auto it = held_.find(*id);
+		if (it == held_.end() || it->second.record.vm() != req.vm() ||
+		    it->second.record.state() != pb::DEVICE_STATE_ASSIGNED)
+			return makeError(EINVAL, "%s is not assigned to %s", id->c_str(), req.vm().c_str());
+		wanted.insert(*id);
+	}
+	std::vector<LaunchDevice> devices;
+	for (const auto &[id, held] : held_) { // by id: placements are stable
+		if (held.record.vm() != req.vm() || held.record.state() != pb::DEVICE_STATE_ASSIGNED ||
+		    held.record.pending())
+			continue;
+		if (!wanted.empty() && !wanted.count(id))
+			continue;
+		LaunchDevice d;
+		d.device = held.device;
+		d.options = held.record.options();
+		d.noDma = policy_.evaluate(held.device).no_dma();
+		devices.push_back(std::move(d));
+	}
+	if (devices.empty())
+		return makeError(ENOENT, "no device is assigned to %s", req.vm().c_str());
+	return buildLaunchConfig(inventory_, req, devices);
+}
+
 void Broker::onDaemonExit(const std::string &id, const DaemonHandle &handle, int status)
 {
 	// On the supervisor's thread: hand over to ours, so the watcher never waits for mutex_.
@@ -618,7 +675,10 @@ Status Broker::recover()
 			it = held_.erase(it);
 			continue;
 		}
-		if (r.state() == pb::DEVICE_STATE_ASSIGNED) {
+		if (r.state() == pb::DEVICE_STATE_ASSIGNED && r.options().bind_only()) {
+			LOG_INFO("%s: bound to VFIO for %s, which opens it itself (no device daemon)", id.c_str(),
+				 r.vm().c_str());
+		} else if (r.state() == pb::DEVICE_STATE_ASSIGNED) {
 			auto alive = supervisor_->adopt(id, { r.daemon_pid(), r.daemon_start_time(), r.unit() },
 							r.socket_path());
 			if (alive && *alive) {

@@ -73,6 +73,10 @@ public:
 	Result<pb::DeassignResponse> deassign(const pb::DeassignRequest &request, const Caller &caller);
 	Result<pb::ReleaseResponse> release(const pb::ReleaseRequest &request, const Caller &caller);
 	pb::ListAssignmentsResponse listAssignments(const pb::ListAssignmentsRequest &request);
+	// Launch mode: crosvm arguments and guest overlay for the device-tree devices the VM holds
+	// (ASSIGNED; quarantined and failed ones are not the VM's to use), each placed per the
+	// options it was assigned with. Changes nothing. See buildLaunchConfig.
+	Result<pb::GetLaunchConfigResponse> launchConfig(const pb::GetLaunchConfigRequest &request);
 
 	EventBus &events() { return events_; }
 	const pb::DaemonConfig &config() const { return config_; }

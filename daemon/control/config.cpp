@@ -680,6 +680,13 @@ void checkRule(Checker &check, const pb::DeviceRule &rule, int index, const Pars
 		     "needs allow_identity_mapping: true (a device without an IOMMU is only assigned "
 		     "identity-mapped)");
 
+	// A PCI function can always master the bus: only a device-tree device can be taken at its
+	// word (and the conflict checks still refuse one whose node has "iommus").
+	if (rule.no_dma() && (!rule.pci_address().empty() || !rule.vendor_device().empty()))
+		fail(R::kNoDmaFieldNumber, -1,
+		     "is for platform and AMBA devices (matched by dt_path, dt_compatible or sysfs_path); "
+		     "a PCI device can always do DMA");
+
 	if (!pb::DeassignAction_IsValid(rule.on_deassign()))
 		fail(R::kOnDeassignFieldNumber, -1,
 		     std::to_string(rule.on_deassign()) +

@@ -64,12 +64,23 @@ std::string hex(uint64_t v)
 	return buf;
 }
 
+// The interrupt line, for sharing: the controller and its specifier cells, except that a GIC
+// specifier's trigger flags (3 or 4 cells, the first 0 = SPI or 1 = PPI, the third the flags;
+// Documentation/devicetree/bindings/interrupt-controller/arm,gic*.yaml) do not make another line:
+// two nodes naming SPI 33 with different flags share SPI 33. The cell count stays in the key, so
+// a specifier of another format never meets a GIC one. Leaving out a cell can only join lines
+// (refuse more), never split one.
 std::string interruptKey(const pb::Interrupt &irq)
 {
 	std::string key = irq.controller();
 	key += '\0';
-	for (uint32_t cell : irq.specifier()) {
-		key += std::to_string(cell);
+	const int cells = irq.specifier_size();
+	key += std::to_string(cells) + ':';
+	const bool gic = (cells == 3 || cells == 4) && irq.specifier(0) <= 1;
+	for (int i = 0; i < cells; i++) {
+		if (gic && i == 2)
+			continue;
+		key += std::to_string(irq.specifier(i));
 		key += ',';
 	}
 	return key;
@@ -334,6 +345,12 @@ private:
 				    " (allow_identity_mapping)");
 		if (isSimulated(device) || hasIommu(device))
 			return;
+		// Xen's non-DMA class: nothing to confine. Only a DT device may claim it, and never
+		// one wired to an IOMMU ("iommus" in its node).
+		const bool dtDevice = device.kind() == pb::DEVICE_KIND_PLATFORM ||
+				      device.kind() == pb::DEVICE_KIND_AMBA;
+		if (verdict.allowed() && verdict.no_dma() && dtDevice && device.stream_ids().empty())
+			return;
 		std::vector<std::string> missing;
 		if (!in_.options.force_no_iommu())
 			missing.push_back("the request's force_no_iommu");
@@ -352,9 +369,15 @@ private:
 		std::string list;
 		for (size_t i = 0; i < missing.size(); i++)
 			list += (i ? ", " : "") + missing[i];
+		std::string noDma;
+		if (verdict.allowed() && verdict.no_dma())
+			noDma = dtDevice ? " (rule \"" + verdict.rule() +
+						   "\" says no_dma, but its device-tree node has iommus: it does DMA)"
+					 : " (rule \"" + verdict.rule() +
+						   "\" says no_dma, which only a device-tree device may claim)";
 		add(pb::CONFLICT_REASON_NO_IOMMU, id,
 		    id + what + ": nothing confines its DMA; it needs force_no_iommu, identity mapping " +
-			    "and a rule allowing no-IOMMU, and lacks " + list);
+			    "and a rule allowing no-IOMMU, and lacks " + list + noDma);
 	}
 
 	// Each device of `others` (held by other VMs, sorted by id) but `id` itself: a conflict

@@ -46,10 +46,13 @@ struct ConflictInput {
 //    driver that keeps the group viable (none, vfio*, pcieport, pci-stub): we only bind
 //    requested devices. Simulated devices have no group and need none.
 //  - NO_IOMMU: no IOMMU group, or a no-IOMMU group, unless options.force_no_iommu, the rule
-//    allows no-IOMMU, and identity mapping is requested.
+//    allows no-IOMMU, and identity mapping is requested; or unless the device is a platform or
+//    AMBA device whose rule says no_dma and whose node has no "iommus" (no stream IDs): a device
+//    that cannot DMA has nothing to confine (Xen's non-DMA class). Interrupt-less devices need
+//    nothing special.
 //  - IDENTITY_NOT_ALLOWED: identity mapping requested and the rule does not allow it.
-//  - SHARED_INTERRUPT: an interrupt (controller and specifier, exactly) of a device held by
-//    another VM. SHARED_STREAM_ID: an (IOMMU, stream ID) pair of a device held by another VM.
+//  - SHARED_INTERRUPT: an interrupt (controller and specifier; for a GIC specifier, type and
+//    number, whatever the trigger flags) of a device held by another VM. SHARED_STREAM_ID: an (IOMMU, stream ID) pair of a device held by another VM.
 //  - MMIO_OVERLAP: with identity mapping, a host MMIO range overlapping another requested
 //    device's, or one of a device this VM holds identity-mapped (host ranges are guest ranges
 //    there). Reported on each requested device of the pair.

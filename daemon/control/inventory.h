@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Device discovery: PCI devices from sysfs, simulated devices, (later) platform devices from the DT.
+// Device discovery: PCI devices from sysfs, platform/AMBA devices from sysfs and the host device
+// tree, simulated devices.
 #pragma once
 
 #include <string>
@@ -14,16 +15,51 @@ namespace pb = ::vfio_broker::v1;
 
 struct InventoryOptions {
 	std::string sysfsRoot = "/sys";
-	std::vector<std::string> simulated; // "sim:edu"
+	std::vector<std::string> simulated; // "sim:edu", "sim:platform"
+	// The running kernel's release ("6.1.0-56-arm64"); empty = uname(2). Read for one thing
+	// only: Linux 6.1's vfio-platform probe failure (see platformOutlook).
+	std::string kernelRelease;
 };
 
 // Canonical id for what a caller typed: "pci:0000:01:00.0" from "0000:01:00.0", "01:00.0",
-// "pci:..." or a sysfs path; "sim:edu" as is (only when configured). ENOENT when nothing
-// matches; EINVAL when the input is neither an id, a PCI address nor a sysfs path.
+// "pci:..." or a sysfs path; "platform:9010000.pl031" / "amba:9010000.pl031" from that id, a
+// sysfs path (/sys/bus/platform/devices/NAME, /sys/bus/amba/devices/NAME, /sys/devices/platform/
+// ...) or a device-tree path ("/soc/rtc@9010000", any path not under /sys); "sim:edu" as is
+// (only when configured). A sysfs path that is neither a PCI device nor resolves under
+// <root>/devices/platform is refused (EINVAL): only devices there are platform devices we bind,
+// the check Android's VFIO handler makes (packages/modules/Virtualization,
+// virtualizationservice/vfio_handler/src/aidl.rs, check_platform_device). ENOENT when nothing
+// matches; EINVAL when the input is neither an id, a PCI address nor a path.
 Result<std::string> resolveDeviceId(const InventoryOptions &opts, const std::string &input);
 
-// What --device of vfio-broker-device takes for this id ("0000:01:00.0", "sim:edu").
+// What --device of vfio-broker-device takes for this id ("0000:01:00.0", "sim:edu",
+// "/sys/bus/platform/devices/9010000.pl031", "/sys/bus/amba/devices/9010000.pl031").
 std::string deviceDaemonArgument(const std::string &id);
+
+// What the host kernel will make of binding a platform or AMBA device to vfio-platform /
+// vfio-amba, worked out from sysfs (module parameters) and the kernel release:
+//  - a reset handler exists when vfio-platform ships a reset module for the node's FIRST
+//    compatible string (the kernel reads only that one: vfio_platform_of_probe reads
+//    "compatible" with device_property_read_string). Linux 6.1 ships three, in
+//    drivers/vfio/platform/reset/: "calxeda,hb-xgmac", "amd,xgbe-seattle-v1a",
+//    "brcm,iproc-flexrm-mbox".
+//  - vfio-platform refuses a device without one unless loaded with reset_required=0
+//    (<root>/module/vfio_platform/parameters/reset_required; default Y); vfio-amba never
+//    requires one (vfio_amba.c sets reset_required = false).
+//  - Linux 6.1 fails the probe with ENOENT without a reset handler whatever reset_required
+//    says, for vfio-platform and vfio-amba alike: vfio_platform_init_common() returns
+//    vfio_platform_get_reset()'s error (a regression of 5f6c7e0831a1, "vfio/platform: Use the
+//    new device life cycle helpers", v6.1; fixed by 168a9c91fe0a, "vfio: platform: ignore
+//    missing reset if disabled at module init", v6.2). Debian 12's 6.1 kernels lack the fix.
+//  - a device without an IOMMU group binds only in VFIO no-IOMMU mode
+//    (<root>/module/vfio/parameters/enable_unsafe_noiommu_mode = Y).
+struct PlatformOutlook {
+	bool resetHandler = false;
+	std::string resetMethod;           // "vfio-platform reset module for \"calxeda,hb-xgmac\""
+	std::string bindFailure;           // why the bind will fail, "" when nothing says it will
+	std::vector<std::string> warnings; // every sentence for Device.warnings (bindFailure too)
+};
+PlatformOutlook platformOutlook(const InventoryOptions &opts, const pb::Device &device);
 
 // One device, read fresh from sysfs: kind, sysfs path, ids, driver, IOMMU group (members,
 // viability and blockers, no-IOMMU), reset support and method, MMIO ranges ("resource"),
@@ -54,6 +90,19 @@ std::string deviceDaemonArgument(const std::string &id);
 //   their fields at the defaults rather than failing the device; broken links do fail it.
 Result<pb::Device> scanDevice(const InventoryOptions &opts, const std::string &id);
 
+// Platform and AMBA devices ("platform:NAME", "amba:NAME", from <root>/bus/{platform,amba}/
+// devices, those with an of_node link and a directory under <root>/devices/platform): kind
+// PLATFORM / AMBA; sysfs_path the canonical directory as if under /sys; platform.dt_path from
+// of_node; everything else from the host tree <root>/firmware/fdt (read once per scan): mmio =
+// the translated "reg", interrupts = {controller DT path, specifier cells}, stream_ids =
+// {IOMMU DT path, first "iommus" cell}, platform info (compatible, status, passthrough,
+// clocks/resets/power domains); driver; IOMMU group as for PCI (none: number -1, no_iommu);
+// reset and warnings from platformOutlook. A device whose node the host tree lacks (or cannot
+// decode) keeps its sysfs facts and says why in warnings.
+//
+// sim:platform (when configured): kind SIMULATED with the platform info, mmio and interrupt of
+// its node in simPlatformHostTree(); no IOMMU group needed (it does no host DMA).
+//
 // Every candidate device, sorted by id. Devices that vanish during the scan are skipped.
 Result<std::vector<pb::Device>> scanAll(const InventoryOptions &opts);
 

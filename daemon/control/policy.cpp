@@ -230,6 +230,7 @@ pb::PolicyVerdict Policy::evaluate(const pb::Device &device) const
 	verdict.mutable_allowed_vms()->CopyFrom(rule.allowed_vms());
 	verdict.set_allow_no_iommu(rule.allow_no_iommu());
 	verdict.set_allow_identity_mapping(rule.allow_identity_mapping());
+	verdict.set_no_dma(rule.no_dma());
 	if (rule.on_deassign() != pb::DEASSIGN_ACTION_UNSPECIFIED)
 		verdict.set_on_deassign(rule.on_deassign());
 	return verdict;

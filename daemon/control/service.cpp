@@ -133,6 +133,16 @@ grpc::Status BrokerServiceImpl::ListAssignments(grpc::ServerContext *, const pb:
 	return grpc::Status::OK;
 }
 
+grpc::Status BrokerServiceImpl::GetLaunchConfig(grpc::ServerContext *, const pb::GetLaunchConfigRequest *req,
+						pb::GetLaunchConfigResponse *resp)
+{
+	auto r = broker_.launchConfig(*req);
+	if (!r)
+		return toGrpcStatus(r.error());
+	*resp = std::move(*r);
+	return grpc::Status::OK;
+}
+
 grpc::Status BrokerServiceImpl::WatchEvents(grpc::ServerContext *ctx, const pb::WatchEventsRequest *req,
 					    grpc::ServerWriter<pb::WatchEventsResponse> *writer)
 {

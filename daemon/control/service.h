@@ -43,6 +43,8 @@ public:
 				     pb::ListAssignmentsResponse *resp) override;
 	grpc::Status WatchEvents(grpc::ServerContext *ctx, const pb::WatchEventsRequest *req,
 				 grpc::ServerWriter<pb::WatchEventsResponse> *writer) override;
+	grpc::Status GetLaunchConfig(grpc::ServerContext *ctx, const pb::GetLaunchConfigRequest *req,
+				     pb::GetLaunchConfigResponse *resp) override;
 
 	// WatchEvents streams open at once. Each holds one of the server's RPC threads for its
 	// whole life, so this stays well below ControlServer's thread cap (32): idle watchers must

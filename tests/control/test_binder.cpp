@@ -250,7 +250,10 @@ TEST_CASE("bindToVfio_simulatedDevice_isANoop", "[binder]")
 TEST_CASE("bindToVfio_platformDevice_bindsVfioPlatformAndRestores", "[binder]")
 {
 	FakeSysfs sysfs;
-	sysfs.addBusDevice(FakeBusDevice{ "platform", "9010000.pl031", "rtc-pl031", std::nullopt });
+	FakeBusDevice rtc;
+	rtc.name = "9010000.pl031";
+	rtc.driver = "rtc-pl031";
+	sysfs.addBusDevice(rtc);
 	FakeKernel kernel(sysfs);
 	Binder binder(sysfs.root(), kBindTimeout);
 	pb::Device dev;

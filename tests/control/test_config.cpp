@@ -625,6 +625,14 @@ TEST_CASE("allow_no_iommu without allow_identity_mapping is refused: it could ne
 	      "IOMMU is only assigned identity-mapped)");
 }
 
+TEST_CASE("no_dma on a rule matching PCI devices is refused: a PCI function can always do DMA", "[config]")
+{
+	CHECK_THAT(policyError("rules {\n vendor_device: \"8086:10d3\"\n no_dma: true\n}"),
+		   Catch::StartsWith("policy.conf:3: rules[0].no_dma: is for platform and AMBA devices"));
+	CHECK_THAT(policyError("rules {\n pci_address: \"0000:01:00.0\"\n no_dma: true\n}"),
+		   Catch::Contains("rules[0].no_dma"));
+}
+
 TEST_CASE("out-of-range rule enums and restart counts are refused", "[config]")
 {
 	CHECK_THAT(policyError("rules { simulated: \"sim:edu\" max_restarts: 1001 }"),
@@ -662,7 +670,7 @@ TEST_CASE("the example configs/policy.conf parses with the rules its comments de
 	auto r = loadPolicy(sourceRoot() + "/configs/policy.conf");
 	INFO((r.ok() ? "" : r.error().message));
 	REQUIRE(r.ok());
-	REQUIRE(r->rules_size() == 4);
+	REQUIRE(r->rules_size() == 7);
 	CHECK(r->rules(0).simulated() == "sim:edu");
 	CHECK(r->rules(0).allowed_vms().empty());
 	CHECK(r->rules(1).vendor_device() == "8086:10d3");
@@ -674,4 +682,9 @@ TEST_CASE("the example configs/policy.conf parses with the rules its comments de
 	CHECK(r->rules(3).dt_compatible() == "arm,pl031");
 	CHECK(r->rules(3).allow_identity_mapping());
 	CHECK(r->rules(3).allow_no_iommu());
+	CHECK(r->rules(4).simulated() == "sim:platform");
+	CHECK(r->rules(5).dt_path() == "/soc/ethernet@ff0c0000");
+	CHECK_FALSE(r->rules(5).no_dma());
+	CHECK(r->rules(6).dt_compatible() == "arm,pl061");
+	CHECK(r->rules(6).no_dma());
 }

@@ -504,7 +504,7 @@ TEST_CASE("an interrupt shared with a device of another VM is SHARED_INTERRUPT",
 	      "is assigned to vm-b: an interrupt line goes to one VM");
 }
 
-TEST_CASE("interrupts compare controller and every specifier cell exactly", "[conflicts]")
+TEST_CASE("interrupts differ by controller, line number or specifier format", "[conflicts]")
 {
 	Scenario s;
 	auto addIrq = [](pb::Device &d, const std::string &controller, std::vector<uint32_t> cells) {
@@ -795,4 +795,160 @@ TEST_CASE("a large IOMMU group requested whole has no conflicts", "[conflicts]")
 	}
 	s.group(1, ids);
 	CHECK(s.check(ids).empty());
+}
+
+// ---- Platform devices (Xen's device classes)
+
+namespace {
+
+void addGicSpi(pb::Device &d, uint32_t spi, uint32_t flags)
+{
+	auto *irq = d.add_interrupts();
+	irq->set_controller("/intc@8000000");
+	irq->add_specifier(0);
+	irq->add_specifier(spi);
+	irq->add_specifier(flags);
+}
+
+void addStream(pb::Device &d, const std::string &iommu, uint32_t sid)
+{
+	auto *s = d.add_stream_ids();
+	s->set_iommu(iommu);
+	s->set_stream_id(sid);
+}
+
+} // namespace
+
+TEST_CASE("a GIC SPI shared with another VM's device conflicts whatever the trigger flags say", "[conflicts]")
+{
+	Scenario s;
+	pb::Device &mine = s.platform("9000000.uart", 0x9000000, 0x1000);
+	mine.mutable_iommu_group()->set_number(1);
+	addGicSpi(mine, 33, 4); // level high
+	s.allow(mine.id());
+	pb::Device &other = s.platform("9100000.uart", 0x9100000, 0x1000);
+	other.mutable_iommu_group()->set_number(2);
+	addGicSpi(other, 33, 1); // edge rising: the same line, described differently
+	s.hold(other.id(), "vm-b");
+	CHECK(summary(s.check({ mine.id() })) ==
+	      Lines{ "platform:9000000.uart CONFLICT_REASON_SHARED_INTERRUPT platform:9100000.uart @vm-b" });
+}
+
+TEST_CASE("platform devices sharing an interrupt and a stream ID may go to the same VM", "[conflicts]")
+{
+	Scenario s;
+	pb::Device &a = s.platform("a.dma", 0x9000000, 0x1000);
+	pb::Device &b = s.platform("b.dma", 0x9001000, 0x1000);
+	for (pb::Device *d : { &a, &b }) {
+		addGicSpi(*d, 40, 4);
+		addStream(*d, "/iommu@9050000", 0x200);
+		s.allow(d->id());
+	}
+	s.group(7, { a.id(), b.id() });
+	SECTION("in one request")
+	{
+		CHECK(s.check({ a.id(), b.id() }).empty());
+	}
+	SECTION("one held by the VM already")
+	{
+		s.hold(b.id(), "vm-a");
+		CHECK(s.check({ a.id() }).empty());
+	}
+	SECTION("but not to another VM")
+	{
+		s.hold(b.id(), "vm-b");
+		CHECK(summary(s.check({ a.id() })) ==
+		      Lines{ "platform:a.dma CONFLICT_REASON_IOMMU_GROUP_SPLIT platform:b.dma @vm-b",
+			     "platform:a.dma CONFLICT_REASON_SHARED_INTERRUPT platform:b.dma @vm-b",
+			     "platform:a.dma CONFLICT_REASON_SHARED_STREAM_ID platform:b.dma @vm-b" });
+	}
+}
+
+TEST_CASE("a stream ID shared across VMs is refused even when the IOMMU groups differ", "[conflicts]")
+{
+	Scenario s;
+	pb::Device &a = s.platform("a.eth", 0x9000000, 0x1000);
+	a.mutable_iommu_group()->set_number(3);
+	addStream(a, "/iommu@9050000", 0x100);
+	s.allow(a.id());
+	pb::Device &b = s.platform("b.eth", 0x9100000, 0x1000);
+	b.mutable_iommu_group()->set_number(4);
+	addStream(b, "/iommu@9050000", 0x100);
+	s.hold(b.id(), "vm-b");
+	auto c = s.check({ a.id() });
+	REQUIRE(summary(c) == Lines{ "platform:a.eth CONFLICT_REASON_SHARED_STREAM_ID platform:b.eth @vm-b" });
+	CHECK_THAT(c[0].message(), Catch::Contains("stream ID 0x100 of IOMMU /iommu@9050000"));
+}
+
+TEST_CASE("an interrupt-less platform device with an IOMMU group has no conflicts", "[conflicts]")
+{
+	Scenario s;
+	pb::Device &d = s.platform("a.sram", 0x9000000, 0x1000);
+	d.mutable_iommu_group()->set_number(5);
+	d.mutable_iommu_group()->add_members(d.id());
+	s.allow(d.id());
+	CHECK(s.check({ d.id() }).empty());
+}
+
+TEST_CASE("a non-DMA platform device needs no IOMMU, no force_no_iommu and no identity mapping",
+	  "[conflicts]")
+{
+	Scenario s;
+	pb::Device &rtc = s.platform("9010000.pl031", 0x9010000, 0x1000);
+	addGicSpi(rtc, 2, 4);
+	s.allow(rtc.id()).set_no_dma(true);
+	CHECK(s.check({ rtc.id() }).empty());
+}
+
+TEST_CASE("a device whose node has iommus is never non-DMA: NO_IOMMU says why", "[conflicts]")
+{
+	Scenario s;
+	pb::Device &eth = s.platform("a.eth", 0x9000000, 0x1000);
+	addStream(eth, "/iommu@9050000", 0x100);
+	s.allow(eth.id()).set_no_dma(true);
+	auto c = s.check({ eth.id() });
+	REQUIRE(summary(c) == Lines{ "platform:a.eth CONFLICT_REASON_NO_IOMMU" });
+	CHECK_THAT(c[0].message(), Catch::EndsWith("(rule \"r-0\" says no_dma, but its device-tree node has "
+						   "iommus: it does DMA)"));
+}
+
+TEST_CASE("no_dma does not excuse a PCI device without IOMMU", "[conflicts]")
+{
+	Scenario s;
+	pb::Device &nic = s.pci("0000:01:00.0", -1);
+	s.allow(nic.id()).set_no_dma(true);
+	auto c = s.check({ nic.id() });
+	REQUIRE(summary(c) == Lines{ "pci:0000:01:00.0 CONFLICT_REASON_NO_IOMMU" });
+	CHECK_THAT(c[0].message(), Catch::Contains("which only a device-tree device may claim"));
+}
+
+TEST_CASE("a platform device without IOMMU and without no_dma needs Xen's force-assign conditions",
+	  "[conflicts]")
+{
+	Scenario s;
+	pb::Device &dma = s.platform("a.dma", 0x9000000, 0x1000);
+	pb::DeviceRule &rule = s.allow(dma.id());
+	CHECK(summary(s.check({ dma.id() })) == Lines{ "platform:a.dma CONFLICT_REASON_NO_IOMMU" });
+	rule.set_allow_no_iommu(true);
+	rule.set_allow_identity_mapping(true);
+	s.in.options.set_force_no_iommu(true);
+	s.in.options.set_identity_mapping(true);
+	CHECK(s.check({ dma.id() }).empty());
+}
+
+TEST_CASE("identity-mapped platform devices whose MMIO overlaps another held identity-mapped are refused",
+	  "[conflicts]")
+{
+	Scenario s;
+	pb::Device &a = s.platform("a.regs", 0x9000000, 0x2000);
+	pb::Device &b = s.platform("b.regs", 0x9001000, 0x1000);
+	for (pb::Device *d : { &a, &b }) {
+		pb::DeviceRule &r = s.allow(d->id());
+		r.set_no_dma(true);
+		r.set_allow_identity_mapping(true);
+	}
+	s.hold(b.id(), "vm-a", pb::DEVICE_STATE_ASSIGNED, true);
+	s.in.options.set_identity_mapping(true);
+	CHECK(summary(s.check({ a.id() })) ==
+	      Lines{ "platform:a.regs CONFLICT_REASON_MMIO_OVERLAP platform:b.regs @vm-a" });
 }

@@ -245,6 +245,16 @@ rules {
 	CHECK(v.on_deassign() == pb::DEASSIGN_ACTION_QUARANTINE);
 }
 
+TEST_CASE("the verdict says no_dma when the rule does, and not otherwise", "[policy]")
+{
+	Policy policy = policyOf(R"(
+rules { name: "rtc" dt_compatible: "arm,pl031" no_dma: true }
+rules { name: "uart" dt_compatible: "arm,pl011" }
+)");
+	CHECK(policy.evaluate(platformDevice("9010000.pl031", "/pl031@9010000", "arm,pl031")).no_dma());
+	CHECK_FALSE(policy.evaluate(platformDevice("9000000.pl011", "/pl011@9000000", "arm,pl011")).no_dma());
+}
+
 TEST_CASE("on_deassign defaults to RESTORE, for allowed and denied devices", "[policy]")
 {
 	Policy policy = policyOf("rules { simulated: \"sim:edu\" }");
@@ -320,6 +330,18 @@ TEST_CASE("the example policy decides realistic devices as its comments say", "[
 	CHECK(rtc.rule() == "rtc");
 	CHECK(rtc.allow_identity_mapping());
 	CHECK(rtc.allow_no_iommu());
+
+	CHECK(policy.evaluate(simDevice("sim:platform")).rule() == "sim-platform");
+	pb::PolicyVerdict eth =
+		policy.evaluate(platformDevice("ff0c0000.ethernet", "/soc/ethernet@ff0c0000", "snps,dwmac"));
+	CHECK(eth.rule() == "soc-ethernet");
+	CHECK_FALSE(eth.no_dma());
+	CHECK_FALSE(policy.vmAllowed(platformDevice("ff0c0000.ethernet", "/soc/ethernet@ff0c0000", "snps,dwmac"),
+				     "web"));
+	pb::PolicyVerdict gpio = policy.evaluate(platformDevice("9030000.pl061", "/pl061@9030000", "arm,pl061"));
+	CHECK(gpio.rule() == "gpio");
+	CHECK(gpio.no_dma());
+	CHECK_FALSE(rtc.no_dma());
 
 	// A GPU nobody listed stays with the host.
 	CHECK_FALSE(policy.evaluate(pciDevice("0000:00:02.0", 0x8086, 0x46a6)).allowed());

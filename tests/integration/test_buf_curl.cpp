@@ -168,3 +168,33 @@ TEST_CASE("bufCurl_refusedAssign_exitsWithTheFailedPreconditionCode", "[buf_curl
 	CHECK_THAT(r.err, Contains("0000:0d:00.0"));
 	CHECK(fx.assignments().empty());
 }
+
+TEST_CASE("bufCurl_getLaunchConfig_answersCrosvmArgsAndTheOverlayAsBase64", "[buf_curl]")
+{
+	if (std::string why = whyNoBuf(); !why.empty())
+		SKIP_TEST(why);
+	BrokerOptions options;
+	options.policy = std::string(kDefaultPolicy) + "rules { name: \"sim-platform\" simulated: \"sim:platform\" }\n";
+	options.extraConfig = "simulated_devices: \"sim:platform\"\n";
+	BrokerFixture fx(options);
+	auto a = call(fx, "vfio_broker.v1.BrokerService/Assign", "{\"vm\": \"vm1\", \"deviceIds\": [\"sim:platform\"]}");
+	INFO(a.describe());
+	REQUIRE(a.code == 0);
+	auto r = call(fx, "vfio_broker.v1.BrokerService/GetLaunchConfig",
+		      "{\"vm\": \"vm1\", \"vmm\": \"VMM_CROSVM\", \"guestMmioBase\": \"268435456\", "
+		      "\"guestMmioSize\": \"1048576\", \"firstGuestSpi\": 32, \"overlayPath\": \"/run/vm1.dtbo\"}");
+	INFO(r.describe());
+	REQUIRE(r.exited);
+	REQUIRE(r.code == 0);
+	auto config = fromJson<pb::GetLaunchConfigResponse>(r.out);
+	REQUIRE(config.args_size() == 4);
+	CHECK(config.args(0) == "--vfio");
+	CHECK_THAT(config.args(1), Catch::StartsWith("/sys/bus/platform/devices/9100000.sim-platform,dt-symbol="));
+	CHECK(config.args(3) == "/run/vm1.dtbo,filter");
+	REQUIRE(config.placements_size() == 1);
+	CHECK(config.placements(0).guest_spis(0) == 32);
+	// bytes travel as base64 in JSON; the decoded overlay is a device tree (magic d00dfeed).
+	REQUIRE(config.overlay().size() > 4);
+	CHECK(static_cast<uint8_t>(config.overlay()[0]) == 0xd0);
+	CHECK(static_cast<uint8_t>(config.overlay()[1]) == 0x0d);
+}

@@ -9,6 +9,7 @@
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -247,7 +248,7 @@ void FakeSysfs::addPciDevice(const FakePciDevice &dev)
 	}
 
 	std::lock_guard<std::mutex> lock(mutex_);
-	devices_[{ "pci", dev.bdf }] = FakeDeviceEntry{ "pci", dev.bdf, dirRel, defaultDriver };
+	devices_[{ "pci", dev.bdf }] = FakeDeviceEntry{ "pci", dev.bdf, dirRel, defaultDriver, "" };
 }
 
 std::vector<std::string> FakeSysfs::addPciDevices(size_t count, const FakePciDevice &templ, int firstGroup)
@@ -299,11 +300,23 @@ void FakeSysfs::addBusDevice(const FakeBusDevice &dev)
 	if (dev.name.empty() || dev.bus.empty())
 		throw std::runtime_error("fake sysfs: a bus device needs a bus and a name");
 	addBus(dev.bus);
-	const std::string dirRel = "devices/platform/" + dev.name;
+	const std::string dirRel = "devices/" + dev.parent + "/" + dev.name;
 	const std::string dir = root_ + "/" + dirRel;
+	const std::string up = upTo(dirRel);
 	mkdirs(dirRel);
 	putFile(dir + "/driver_override", "(null)\n");
 	symlinkTo("../../../" + dirRel, root_ + "/bus/" + dev.bus + "/devices/" + dev.name);
+	if (!dev.ofNode.empty()) {
+		std::string node = "firmware/devicetree/base" + (dev.ofNode == "/" ? std::string() : dev.ofNode);
+		mkdirs(node);
+		symlinkTo(up + node, dir + "/of_node");
+	}
+	if (dev.group >= 0) {
+		std::string group = std::to_string(dev.group);
+		ensureGroup(dev.group);
+		symlinkTo(up + "kernel/iommu_groups/" + group, dir + "/iommu_group");
+		symlinkTo("../../../../" + dirRel, root_ + "/kernel/iommu_groups/" + group + "/devices/" + dev.name);
+	}
 	std::string defaultDriver = dev.defaultDriver.value_or(dev.driver);
 	if (!defaultDriver.empty())
 		addDriver(dev.bus, defaultDriver);
@@ -312,7 +325,19 @@ void FakeSysfs::addBusDevice(const FakeBusDevice &dev)
 		symlinkTo(upTo(dirRel) + "bus/" + dev.bus + "/drivers/" + dev.driver, dir + "/driver");
 	}
 	std::lock_guard<std::mutex> lock(mutex_);
-	devices_[{ dev.bus, dev.name }] = FakeDeviceEntry{ dev.bus, dev.name, dirRel, defaultDriver };
+	devices_[{ dev.bus, dev.name }] = FakeDeviceEntry{ dev.bus, dev.name, dirRel, defaultDriver, dev.compatible };
+}
+
+void FakeSysfs::setDeviceTree(const std::vector<uint8_t> &blob)
+{
+	mkdirs("firmware");
+	putFile(root_ + "/firmware/fdt", std::string(blob.begin(), blob.end()));
+}
+
+void FakeSysfs::setModuleParameter(const std::string &module, const std::string &param, const std::string &value)
+{
+	mkdirs("module/" + module + "/parameters");
+	putFile(root_ + "/module/" + module + "/parameters/" + param, value + "\n");
 }
 
 void FakeSysfs::linkDriver(const std::string &bus, const std::string &name, const std::string &driver)
@@ -498,6 +523,35 @@ void FakeKernel::allowAll()
 	refused_.clear();
 }
 
+void FakeKernel::modelVfioPlatformReset(bool linux61)
+{
+	std::lock_guard<std::mutex> lock(mutex_);
+	resetModel_ = linux61;
+}
+
+bool FakeKernel::resetRefuses(const std::string &bus, const std::string &driver, const std::string &name) const
+{
+	std::optional<bool> linux61;
+	{
+		std::lock_guard<std::mutex> lock(mutex_);
+		linux61 = resetModel_;
+	}
+	if (!linux61 || (driver != "vfio-platform" && driver != "vfio-amba"))
+		return false;
+	auto e = sysfs_.entry(bus, name);
+	if (!e)
+		return false;
+	for (const char *handled : { "calxeda,hb-xgmac", "amd,xgbe-seattle-v1a", "brcm,iproc-flexrm-mbox" })
+		if (e->compatible == handled)
+			return false;
+	if (*linux61)
+		return true;
+	if (driver == "vfio-amba")
+		return false;
+	const std::string param = "module/vfio_platform/parameters/reset_required";
+	return !sysfs_.exists(param) || firstLine(sysfs_.readFile(param)) != "N";
+}
+
 std::vector<std::string> FakeKernel::log() const
 {
 	std::lock_guard<std::mutex> lock(mutex_);
@@ -631,6 +685,10 @@ void FakeKernel::probe(const std::string &bus, const std::string &name)
 		std::lock_guard<std::mutex> lock(mutex_);
 		refusing = refused_.count({ target, name }) > 0;
 	}
+	if (!target.empty() && !refusing && loaded(bus, target) && resetRefuses(bus, target, name)) {
+		note("probe " + name + " " + target + ": -ENOENT (no reset handler)");
+		return;
+	}
 	if (target.empty() || refusing || !loaded(bus, target)) {
 		note("probe " + name + ": nothing bound");
 		return;
@@ -664,6 +722,10 @@ void FakeKernel::bind(const std::string &bus, const std::string &driver, const s
 		note(what + (refusing ? ": refused" : ": refused (not loaded)"));
 		return;
 	}
+	if (resetRefuses(bus, driver, name)) {
+		note(what + ": -ENOENT (no reset handler)");
+		return;
+	}
 	sysfs_.linkDriver(bus, name, driver);
 	note(what);
 }
@@ -690,6 +752,82 @@ void FakeKernel::setOverride(const std::string &bus, const std::string &name, co
 		overrides_[{ bus, name }] = line;
 	}
 	note("override " + name + (line.empty() ? std::string(" cleared") : " " + line));
+}
+
+// ---- dtc and fdtoverlay
+
+namespace {
+
+// Run a device-tree tool in a scratch directory holding `inputs` (name -> bytes); returns the
+// bytes of `output`, or throws with what the tool printed.
+std::string runDtTool(const std::vector<std::string> &argv, const std::map<std::string, std::string> &inputs,
+		      const std::string &output)
+{
+	std::string tmpl = tempParent() + "/vb-dt-XXXXXX";
+	if (!::mkdtemp(tmpl.data()))
+		fail("mkdtemp in " + tempParent(), errno);
+	const std::string dir = tmpl;
+	struct Cleanup {
+		std::string dir;
+		~Cleanup()
+		{
+			std::error_code ec;
+			std::filesystem::remove_all(dir, ec);
+		}
+	} cleanup{ dir };
+	for (const auto &[name, bytes] : inputs)
+		putFile(dir + "/" + name, bytes);
+	const std::string log = dir + "/tool.log";
+	std::vector<std::string> args = argv;
+	pid_t pid = ::fork();
+	if (pid < 0)
+		fail("fork", errno);
+	if (pid == 0) {
+		if (::chdir(dir.c_str()) != 0)
+			::_exit(126);
+		int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fd >= 0) {
+			::dup2(fd, 1);
+			::dup2(fd, 2);
+		}
+		std::vector<char *> cargs;
+		for (auto &a : args)
+			cargs.push_back(a.data());
+		cargs.push_back(nullptr);
+		::execvp(cargs[0], cargs.data());
+		::_exit(127);
+	}
+	int status = 0;
+	while (::waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			fail("waitpid " + argv[0], errno);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		throw std::runtime_error(argv[0] + " failed (wait status " + std::to_string(status) + "): " + slurp(log));
+	return slurp(dir + "/" + output);
+}
+
+} // namespace
+
+std::vector<uint8_t> compileDts(const std::string &source)
+{
+	std::string out = runDtTool({ "dtc", "-q", "-@", "-I", "dts", "-O", "dtb", "-o", "out.dtb", "in.dts" },
+				    { { "in.dts", source } }, "out.dtb");
+	return std::vector<uint8_t>(out.begin(), out.end());
+}
+
+std::vector<uint8_t> applyOverlay(const std::vector<uint8_t> &base, const std::vector<uint8_t> &overlay)
+{
+	std::string out = runDtTool({ "fdtoverlay", "-i", "base.dtb", "-o", "out.dtb", "overlay.dtbo" },
+				    { { "base.dtb", std::string(base.begin(), base.end()) },
+				      { "overlay.dtbo", std::string(overlay.begin(), overlay.end()) } },
+				    "out.dtb");
+	return std::vector<uint8_t>(out.begin(), out.end());
+}
+
+std::string decompileDtb(const std::vector<uint8_t> &blob)
+{
+	return runDtTool({ "dtc", "-q", "-I", "dtb", "-O", "dts", "-o", "out.dts", "in.dtb" },
+			 { { "in.dtb", std::string(blob.begin(), blob.end()) } }, "out.dts");
 }
 
 } // namespace vfio_broker::testing

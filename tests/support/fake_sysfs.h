@@ -46,12 +46,16 @@ struct FakePciDevice {
 	std::string driverOverride;               // "" shows as "(null)", as the kernel does
 };
 
-// A device on the platform or amba bus: <root>/devices/platform/<name>.
+// A device on the platform or amba bus: <root>/devices/<parent>/<name>.
 struct FakeBusDevice {
 	std::string bus = "platform";
 	std::string name; // "9010000.pl031"
 	std::string driver;
 	std::optional<std::string> defaultDriver;
+	std::string ofNode;              // DT path ("/pl031@9010000"): an of_node link; "" = none
+	std::string compatible;          // its first compatible string, for FakeKernel's reset model
+	int group = -1;                  // IOMMU group; -1 = none
+	std::string parent = "platform"; // directory under devices/ ("platform/soc", "system")
 };
 
 // What FakeKernel needs to know about a device.
@@ -60,6 +64,7 @@ struct FakeDeviceEntry {
 	std::string name;
 	std::string dir; // relative to root(): "devices/pci0000:00/0000:01:00.0"
 	std::string defaultDriver;
+	std::string compatible; // bus devices: the first compatible string
 };
 
 struct FakeNonViableGroup {
@@ -102,6 +107,10 @@ public:
 	void removeDriver(const std::string &bus, const std::string &name);
 	// Mark a group as a VFIO no-IOMMU group (its "name" reads vfio-noiommu).
 	void setNoIommuGroup(int group);
+	// firmware/fdt: the host's flattened device tree.
+	void setDeviceTree(const std::vector<uint8_t> &blob);
+	// module/<module>/parameters/<param> holding "<value>\n" (the module is "loaded").
+	void setModuleParameter(const std::string &module, const std::string &param, const std::string &value);
 
 	// Links as the kernel changes them (FakeKernel uses these; tests may for setup).
 	void linkDriver(const std::string &bus, const std::string &name, const std::string &driver);
@@ -163,6 +172,14 @@ public:
 	// Failure switch: <driver> refuses <name> — bind and probe accept the write, nothing binds.
 	void refuse(const std::string &driver, const std::string &name);
 	void allowAll();
+	// Model vfio-platform / vfio-amba's reset check, reading the device's first compatible
+	// string and module/vfio_platform/parameters/reset_required as the kernel does: a device
+	// without a reset handler (Linux 6.1's three: calxeda,hb-xgmac, amd,xgbe-seattle-v1a,
+	// brcm,iproc-flexrm-mbox) fails the probe when vfio-platform's reset_required is Y (or the
+	// parameter is absent: the default) and, with `linux61`, always (Linux 6.1's ENOENT bug,
+	// vfio-amba included). As in the kernel the sysfs write still succeeds; the log says
+	// "probe <name> vfio-platform: -ENOENT (no reset handler)".
+	void modelVfioPlatformReset(bool linux61);
 
 	// What it did, oldest first: "override <name> vfio-pci", "override <name> cleared",
 	// "override <name> empty write ignored", "unbind <name> e1000e", "unbind <name> e1000e: not bound",
@@ -200,6 +217,8 @@ private:
 	std::map<int, Watch> watches_;
 	std::map<std::pair<std::string, std::string>, std::string> overrides_; // (bus, name) -> driver
 	std::set<std::pair<std::string, std::string>> refused_;                // (driver, name)
+	std::optional<bool> resetModel_; // modelVfioPlatformReset(linux61), when on
+	bool resetRefuses(const std::string &bus, const std::string &driver, const std::string &name) const;
 	std::vector<std::string> log_;
 	uint64_t settlesHandled_ = 0;
 	std::condition_variable settled_;
@@ -209,5 +228,13 @@ private:
 
 	std::thread thread_;
 };
+
+// Compile device-tree source with dtc (Debian device-tree-compiler) into a flattened tree;
+// throws std::runtime_error with dtc's messages when it fails.
+std::vector<uint8_t> compileDts(const std::string &source);
+// fdtoverlay -i base -o out overlay: the merged tree; throws with fdtoverlay's messages.
+std::vector<uint8_t> applyOverlay(const std::vector<uint8_t> &base, const std::vector<uint8_t> &overlay);
+// dtc -I dtb -O dts: the tree as source text, for checks that read it.
+std::string decompileDtb(const std::vector<uint8_t> &blob);
 
 } // namespace vfio_broker::testing
