@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: Apache-2.0
-# Install, build and run every test tier: unit, protocol and the QEMU lab in the main (gcc)
-# build, then unit, protocol and the libFuzzer targets in a clang ASan+UBSan build.
+# Install, build and run every test tier (unit, protocol, control, integration, platform, crosvm,
+# static, the x86 and arm64 QEMU labs) in the main (gcc) build, then unit, protocol, platform,
+# crosvm and the libFuzzer targets in a clang ASan+UBSan build.
 # Ends with one line "N passed, N failed" and exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,5 +27,5 @@ run_suites() { # BUILDDIR [meson setup options...] -- [meson test options...]
 
 run_suites build
 CXX=clang++ run_suites build-san -Db_sanitize=address,undefined -Db_lundef=false -Dlab=disabled \
-  -Dfuzz=enabled -Dcpp_args=-fsanitize=fuzzer-no-link -- --suite unit --suite protocol --suite fuzz
+  -Dfuzz=enabled -Dcpp_args=-fsanitize=fuzzer-no-link -- --suite unit --suite protocol --suite platform --suite crosvm --suite fuzz
 python3 scripts/test-summary.py "${logs[@]}"
