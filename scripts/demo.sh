@@ -62,4 +62,26 @@ kill -TERM "$daemon"
 wait "$daemon" || status=$?
 daemon=
 sed 's/^/   /' "$work/platform-daemon.log"
+
+# The guest side of sim:platform: its host device-tree node, the overlay a crosvm guest gets
+# (relocated into crosvm's platform MMIO window, SPI remapped), and the crosvm arguments.
+echo
+echo "== sim:platform in the host device tree (vfio-broker-dt show)"
+if [ -x build/daemon/platform/vfio-broker-dt ]; then
+  build/daemon/platform/vfio-broker-dt show --sim-platform | sed 's/^/   /' || status=$?
+  echo
+  echo "== guest overlay and crosvm arguments (vfio-broker-dt overlay ... --crosvm-args)"
+  build/daemon/platform/vfio-broker-dt overlay --sim-platform --mmio-base 0x100000000 \
+    --mmio-size 0x40000000 --first-spi 32 -o "$work/sim-platform.dtbo" --crosvm-args \
+    >"$work/crosvm-args" || status=$?
+  sed 's/^/   /' "$work/crosvm-args"
+  echo "   crosvm run --disable-sandbox $(grep -v '^#' "$work/crosvm-args" | tr '\n' ' ')..."
+  if command -v dtc >/dev/null; then
+    echo
+    echo "== the overlay (dtc -I dtb -O dts)"
+    dtc -q -I dtb -O dts "$work/sim-platform.dtbo" | sed 's/^/   /' || status=$?
+  fi
+else
+  echo "   (vfio-broker-dt was not built: libfdt is missing)"
+fi
 exit $status

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <thread>
 
+#include "common/path_util.h"
 #include "common/unique_fd.h"
 #include "control/inventory.h"
 #include "device/vfio_sysfs.h"
@@ -29,18 +30,8 @@ struct BusDevice {
 	std::string vfio; // the VFIO driver for the bus
 };
 
-std::string baseName(const std::string &path)
-{
-	size_t slash = path.rfind('/');
-	return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
-std::string stripTrailingSlashes(std::string path)
-{
-	while (path.size() > 1 && path.back() == '/')
-		path.pop_back();
-	return path;
-}
+using path::baseName;
+using path::stripTrailingSlashes;
 
 // A name used as one path component: nothing that could climb out of the bus directory.
 bool isSafeComponent(const std::string &name)
@@ -135,14 +126,10 @@ Result<std::string> readDriverLink(const std::string &root, const BusDevice &bd)
 	if (bd.bus == "pci")
 		return device::readDriver(root, bd.name);
 	std::string link = root + "/bus/" + bd.bus + "/devices/" + bd.name + "/driver";
-	char buf[PATH_MAX];
-	ssize_t n = ::readlink(link.c_str(), buf, sizeof(buf));
-	if (n < 0)
-		return errno == ENOENT ? Result<std::string>(std::string())
-				       : errnoError(errno, "reading " + link);
-	if (static_cast<size_t>(n) == sizeof(buf))
-		return makeError(ENAMETOOLONG, "link %s is too long", link.c_str());
-	return baseName(std::string(buf, static_cast<size_t>(n)));
+	auto target = path::readLink(link);
+	if (!target)
+		return target.takeError();
+	return *target ? baseName(**target) : std::string();
 }
 
 // The kernel offers no notification when a driver link appears, so this is a poll with a

@@ -19,6 +19,7 @@
 #include <optional>
 #include <string_view>
 
+#include "common/path_util.h"
 #include "common/unique_fd.h"
 #include "device/sim_platform_layout.h"
 #include "device/vfio_sysfs.h"
@@ -59,12 +60,7 @@ bool startsWith(std::string_view s, std::string_view prefix)
 	return s.substr(0, prefix.size()) == prefix;
 }
 
-std::string stripTrailingSlashes(std::string path)
-{
-	while (path.size() > 1 && path.back() == '/')
-		path.pop_back();
-	return path;
-}
+using path::stripTrailingSlashes;
 
 std::string_view trim(std::string_view s)
 {

@@ -59,6 +59,21 @@ std::optional<Error> errorAnswer(const Variant &v, const char *request, std::str
 	return std::nullopt;
 }
 
+// The answer's variant when it is `expected`: crosvm's error variants become their errors, any
+// other variant is a protocol error.
+Result<Variant> expectVariant(const JsonValue &doc, const char *expected, const char *request,
+			      std::string_view json)
+{
+	auto v = splitVariant(doc, request, json);
+	if (!v)
+		return v.takeError();
+	if (auto err = errorAnswer(*v, request, json))
+		return *err;
+	if (v->name != expected)
+		return protoError(request, "is " + v->name + ", not " + expected, json);
+	return v;
+}
+
 // The struct variant's members must be exactly `names`, each present once.
 Status requireMembers(const Variant &v, std::initializer_list<const char *> names, const char *request,
 		     std::string_view json)
@@ -136,13 +151,9 @@ Result<VmDescriptor> decodeVmDescriptor(std::string_view json, std::vector<Uniqu
 	auto doc = parse(json, req);
 	if (!doc)
 		return doc.takeError();
-	auto v = splitVariant(*doc, req, json);
+	auto v = expectVariant(*doc, "VmDescriptor", req, json);
 	if (!v)
 		return v.takeError();
-	if (auto err = errorAnswer(*v, req, json))
-		return *err;
-	if (v->name != "VmDescriptor")
-		return protoError(req, "is " + v->name + ", not VmDescriptor", json);
 	if (Status s = requireMembers(*v, { "hypervisor", "vm_fd" }, req, json); !s)
 		return s.takeError();
 	const JsonValue *hv = v->payload->find("hypervisor");
@@ -165,13 +176,9 @@ Result<uint64_t> decodeRegisterMemory(std::string_view json, std::vector<UniqueF
 	auto doc = parse(json, req);
 	if (!doc)
 		return doc.takeError();
-	auto v = splitVariant(*doc, req, json);
+	auto v = expectVariant(*doc, "RegisterMemory2", req, json);
 	if (!v)
 		return v.takeError();
-	if (auto err = errorAnswer(*v, req, json))
-		return *err;
-	if (v->name != "RegisterMemory2")
-		return protoError(req, "is " + v->name + ", not RegisterMemory2", json);
 	if (Status s = requireMembers(*v, { "region_id" }, req, json); !s)
 		return s.takeError();
 	std::optional<uint64_t> id = v->payload->find("region_id")->asUint();
@@ -188,13 +195,11 @@ Status decodeUnregisterMemory(std::string_view json, std::vector<UniqueFd> fds)
 	auto doc = parse(json, req);
 	if (!doc)
 		return doc.takeError();
-	auto v = splitVariant(*doc, req, json);
+	auto v = expectVariant(*doc, "Ok", req, json);
 	if (!v)
 		return v.takeError();
-	if (auto err = errorAnswer(*v, req, json))
-		return *err;
-	if (v->name != "Ok" || v->payload)
-		return protoError(req, "is " + v->name + ", not Ok", json);
+	if (v->payload)
+		return protoError(req, "is Ok with a payload", json);
 	return requireNoFds(fds, req);
 }
 

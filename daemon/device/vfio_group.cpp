@@ -263,6 +263,29 @@ Result<std::vector<uint8_t>> queryVfioInfo(int fd, unsigned long request, const 
 	return makeError(EIO, "%s: the reply size kept changing", what);
 }
 
+Result<KernelRegion> queryRegionInfo(int deviceFd, uint32_t index)
+{
+	vfio_region_info seed{};
+	seed.index = index;
+	std::string what = strFormat("VFIO_DEVICE_GET_REGION_INFO %u", index);
+	auto reply = queryVfioInfo(deviceFd, VFIO_DEVICE_GET_REGION_INFO, seed, what.c_str());
+	if (!reply)
+		return reply.takeError();
+	KernelRegion region;
+	vfio_region_info &ri = region.info;
+	std::memcpy(&ri, reply->data(), sizeof(ri));
+	if (ri.index != index || ri.size > UINT64_MAX - ri.offset)
+		return makeError(EIO, "%s: kernel replied index %u, offset 0x%llx, size 0x%llx", what.c_str(), ri.index,
+				 static_cast<unsigned long long>(ri.offset), static_cast<unsigned long long>(ri.size));
+	if ((ri.flags & VFIO_REGION_INFO_FLAG_CAPS) && ri.cap_offset != 0) {
+		auto caps = extractCaps(*reply, ri.cap_offset, kRegionInfoSize);
+		if (!caps)
+			return withContext(caps.takeError(), what);
+		region.caps = std::move(*caps);
+	}
+	return region;
+}
+
 Result<std::unique_ptr<IommuBackend>> openVfioContainer(const VfioOpenOptions &opts, const std::string &group,
 							  const std::string &device, std::string_view vfioDriver)
 {

@@ -2,6 +2,8 @@
 // Kernel VFIO below the bus: the container/group IOMMU backend (type1v2 or no-IOMMU) and a Device over any VFIO device fd.
 #pragma once
 
+#include <linux/vfio.h>
+
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -12,6 +14,7 @@
 #include "common/result.h"
 #include "common/unique_fd.h"
 #include "device/device.h"
+#include "device/vfio_caps.h"
 
 // vfio-pci, vfio-platform and vfio-amba share everything past "which device, in which group": the group
 // and container, the region/IRQ ioctls, interrupts, DMA and reset. The bus backends (vfio_pci,
@@ -64,6 +67,16 @@ Result<std::vector<uint8_t>> queryVfioInfo(int fd, unsigned long request, const 
 {
 	return queryVfioInfo(fd, request, &seed, sizeof(Fixed), what);
 }
+
+// One region as VFIO_DEVICE_GET_REGION_INFO reports it, with its capability chain copied out; copying
+// the caps out and re-serialising them rebases the chain to start at 32 whatever cap_offset the kernel
+// chose. The reply is checked (index echoed, offset + size without wrap-around). Errors keep the
+// kernel's errno, so a caller can tell vfio-pci's EINVAL for a region the device lacks.
+struct KernelRegion {
+	vfio_region_info info{};
+	std::vector<Capability> caps;
+};
+Result<KernelRegion> queryRegionInfo(int deviceFd, uint32_t index);
 
 // A Device over a VFIO device fd, whatever its bus. Subclasses fill info_, regions_ and irqs_ when they open
 // the device; everything after that (trapped access, SET_IRQS, DMA through the backend, reset, quiesce) is the

@@ -85,38 +85,18 @@ Status VfioPciDevice::loadDeviceInfo(const VfioOpenOptions &opts)
 				 deviceInfo.num_regions, deviceInfo.num_irqs);
 	info_ = DeviceInfo{ deviceInfo.flags, deviceInfo.num_regions, deviceInfo.num_irqs };
 
-	struct KernelRegion {
-		vfio_region_info info{};
-		std::vector<Capability> caps;
-	};
 	std::vector<KernelRegion> kernel(deviceInfo.num_regions);
 	for (uint32_t index = 0; index < deviceInfo.num_regions; index++) {
-		vfio_region_info seed{};
-		seed.index = index;
-		std::string what = strFormat("VFIO_DEVICE_GET_REGION_INFO %u", index);
-		auto reply = queryVfioInfo(fd, VFIO_DEVICE_GET_REGION_INFO, seed, what.c_str());
-		if (!reply) {
+		auto region = queryRegionInfo(fd, index);
+		if (!region) {
 			// vfio-pci answers EINVAL for regions the device lacks (VGA on a non-VGA device).
-			if (reply.error().code == EINVAL) {
+			if (region.error().code == EINVAL) {
 				kernel[index].info.index = index;
 				continue;
 			}
-			return reply.takeError();
+			return region.takeError();
 		}
-		vfio_region_info &ri = kernel[index].info;
-		std::memcpy(&ri, reply->data(), sizeof(ri));
-		if (ri.index != index || ri.size > UINT64_MAX - ri.offset)
-			return makeError(EIO, "%s: kernel replied index %u, offset 0x%llx, size 0x%llx", what.c_str(),
-					 ri.index, static_cast<unsigned long long>(ri.offset),
-					 static_cast<unsigned long long>(ri.size));
-		if ((ri.flags & VFIO_REGION_INFO_FLAG_CAPS) && ri.cap_offset != 0) {
-			// Copying the caps out and re-serialising them rebases the chain to start at 32 whatever
-			// cap_offset the kernel chose.
-			auto caps = extractCaps(*reply, ri.cap_offset, kRegionInfoSize);
-			if (!caps)
-				return withContext(caps.takeError(), what);
-			kernel[index].caps = std::move(*caps);
-		}
+		kernel[index] = std::move(*region);
 	}
 
 	// The MSI-X table location comes from config space as vfio-pci presents it.

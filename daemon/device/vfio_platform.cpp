@@ -13,6 +13,7 @@
 #include <cstring>
 #include <optional>
 
+#include "common/path_util.h"
 #include "device/vfio_caps.h"
 
 // Facts from Linux 6.1 drivers/vfio/platform: vfio_platform_common.c reports one region per MMIO resource,
@@ -28,47 +29,20 @@ namespace {
 constexpr uint32_t kMaxRegions = 64;
 constexpr uint32_t kMaxIrqIndexes = 64;
 
-std::string stripTrailingSlashes(std::string path)
-{
-	while (path.size() > 1 && path.back() == '/')
-		path.pop_back();
-	return path;
-}
-
-bool isWithin(const std::string &path, const std::string &dir)
-{
-	return path.compare(0, dir.size(), dir) == 0 && (path.size() == dir.size() || path[dir.size()] == '/');
-}
-
-std::string baseName(const std::string &path)
-{
-	size_t slash = path.rfind('/');
-	return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
-Result<std::string> canonicalPath(const std::string &path)
-{
-	char *resolved = ::realpath(path.c_str(), nullptr);
-	if (!resolved)
-		return errnoError(errno, "cannot resolve " + path);
-	std::string out(resolved);
-	std::free(resolved);
-	return out;
-}
+using path::baseName;
+using path::canonicalPath;
+using path::isWithin;
+using path::stripTrailingSlashes;
 
 // The basename of a symlink's target; nullopt when there is no such link.
-Result<std::optional<std::string>> linkTargetName(const std::string &path)
+Result<std::optional<std::string>> linkTargetName(const std::string &link)
 {
-	char buf[PATH_MAX];
-	ssize_t n = ::readlink(path.c_str(), buf, sizeof(buf));
-	if (n < 0) {
-		if (errno == ENOENT)
-			return std::optional<std::string>();
-		return errnoError(errno, "cannot read link " + path);
-	}
-	if (static_cast<size_t>(n) == sizeof(buf))
-		return makeError(ENAMETOOLONG, "link %s is too long", path.c_str());
-	return std::optional<std::string>(baseName(std::string(buf, n)));
+	auto target = path::readLink(link);
+	if (!target)
+		return target.takeError();
+	if (!*target)
+		return std::optional<std::string>();
+	return std::optional<std::string>(baseName(**target));
 }
 
 // Device names are single path components the kernel made ("9010000.pl031", "a000000.virtio_mmio").
@@ -242,32 +216,17 @@ Status VfioPlatformDevice::loadDeviceInfo(const VfioOpenOptions &opts)
 	const uint64_t pageSize = hostPageSize();
 	regions_.resize(deviceInfo.num_regions);
 	for (uint32_t index = 0; index < deviceInfo.num_regions; index++) {
-		vfio_region_info seed{};
-		seed.index = index;
-		std::string what = strFormat("VFIO_DEVICE_GET_REGION_INFO %u", index);
-		auto reply = queryVfioInfo(fd, VFIO_DEVICE_GET_REGION_INFO, seed, what.c_str());
-		if (!reply)
-			return reply.takeError();
-		vfio_region_info ri;
-		std::memcpy(&ri, reply->data(), sizeof(ri));
-		if (ri.index != index || ri.size > UINT64_MAX - ri.offset)
-			return makeError(EIO, "%s: kernel replied index %u, offset 0x%llx, size 0x%llx", what.c_str(),
-					 ri.index, static_cast<unsigned long long>(ri.offset),
-					 static_cast<unsigned long long>(ri.size));
-		std::vector<Capability> caps;
-		if ((ri.flags & VFIO_REGION_INFO_FLAG_CAPS) && ri.cap_offset != 0) {
-			auto parsed = extractCaps(*reply, ri.cap_offset, kRegionInfoSize);
-			if (!parsed)
-				return withContext(parsed.takeError(), what);
-			caps = std::move(*parsed);
-		}
+		auto kernelRegion = queryRegionInfo(fd, index);
+		if (!kernelRegion)
+			return kernelRegion.takeError();
+		const vfio_region_info &ri = kernelRegion->info;
 		uint32_t kernelFlags = ri.flags;
 		// The kernel already refuses to map a region that is not whole pages (a client's mapping would
 		// reach the registers of whatever shares the page); never offer what mmap() would refuse.
 		if (ri.size < pageSize || ri.size % pageSize != 0 || ri.offset % pageSize != 0)
 			kernelFlags &= ~VFIO_REGION_INFO_FLAG_MMAP;
-		auto exposure = exposeRegion(index, kernelFlags, ri.size, std::move(caps), std::nullopt, opts.allowMmap,
-					     pageSize);
+		auto exposure = exposeRegion(index, kernelFlags, ri.size, std::move(kernelRegion->caps), std::nullopt,
+					     opts.allowMmap, pageSize);
 		if (!exposure)
 			return exposure.takeError();
 		Region &region = regions_[index];

@@ -11,55 +11,17 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "common/path_util.h"
+
 namespace vfio_broker::device {
 
 namespace {
 
-std::string stripTrailingSlashes(std::string path)
-{
-	while (path.size() > 1 && path.back() == '/')
-		path.pop_back();
-	return path;
-}
-
-// True when path is dir itself or lies below it (a plain prefix test would accept "/sysfoo").
-bool isWithin(const std::string &path, const std::string &dir)
-{
-	if (dir == "/")
-		return !path.empty() && path[0] == '/';
-	return path.compare(0, dir.size(), dir) == 0 && (path.size() == dir.size() || path[dir.size()] == '/');
-}
-
-std::string baseName(const std::string &path)
-{
-	size_t slash = path.rfind('/');
-	return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
-Result<std::string> canonicalPath(const std::string &path)
-{
-	char *resolved = ::realpath(path.c_str(), nullptr);
-	if (!resolved)
-		return errnoError(errno, "cannot resolve " + path);
-	std::string out(resolved);
-	std::free(resolved);
-	return out;
-}
-
-// The target of a symlink; nullopt when it does not exist.
-Result<std::optional<std::string>> readLink(const std::string &path)
-{
-	char buf[PATH_MAX];
-	ssize_t n = ::readlink(path.c_str(), buf, sizeof(buf));
-	if (n < 0) {
-		if (errno == ENOENT)
-			return std::optional<std::string>();
-		return errnoError(errno, "cannot read link " + path);
-	}
-	if (static_cast<size_t>(n) == sizeof(buf))
-		return makeError(ENAMETOOLONG, "link %s is too long", path.c_str());
-	return std::optional<std::string>(std::string(buf, n));
-}
+using path::baseName;
+using path::canonicalPath;
+using path::isWithin;
+using path::readLink;
+using path::stripTrailingSlashes;
 
 Result<std::string> readDriverAt(const std::string &devicePath)
 {

@@ -333,7 +333,14 @@ Result<HostDeviceTree> loadTree(const Args &args)
 
 int fail(const Error &e)
 {
-	std::fprintf(stderr, "vfio-broker-dt: %s (%s)\n", e.message.c_str(), std::strerror(e.code));
+	// errnoError() messages already end with the errno text; makeError() ones get it here.
+	std::string reason = std::strerror(e.code);
+	bool hasReason = e.message.size() >= reason.size() &&
+			 e.message.compare(e.message.size() - reason.size(), reason.size(), reason) == 0;
+	if (hasReason)
+		std::fprintf(stderr, "vfio-broker-dt: %s\n", e.message.c_str());
+	else
+		std::fprintf(stderr, "vfio-broker-dt: %s (%s)\n", e.message.c_str(), reason.c_str());
 	return kExitError;
 }
 
