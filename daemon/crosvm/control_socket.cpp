@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "vfio_user/message_io.h"
+
 namespace vfio_broker::crosvm {
 
 namespace {
@@ -83,16 +85,7 @@ Status ControlSocket::send(std::string_view bytes, std::span<const int> fds)
 	msghdr msg{};
 	msg.msg_iov = &iov;
 	msg.msg_iovlen = 1;
-	if (!fds.empty()) {
-		std::memset(control, 0, sizeof(control));
-		msg.msg_control = control;
-		msg.msg_controllen = CMSG_SPACE(fds.size() * sizeof(int));
-		cmsghdr *c = CMSG_FIRSTHDR(&msg);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
-		std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
-	}
+	vfio_user::attachFds(msg, control, fds);
 	auto deadline = Clock::now() + std::chrono::milliseconds(limits_.timeoutMs);
 	for (;;) {
 		// A datagram goes whole or not at all: EAGAIN means "not yet", never "half".

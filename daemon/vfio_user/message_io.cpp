@@ -150,6 +150,21 @@ size_t iovLength(std::span<const iovec> iov)
 	return total;
 }
 
+void attachFds(msghdr &msg, void *control, std::span<const int> fds)
+{
+	if (fds.empty())
+		return;
+	const size_t space = CMSG_SPACE(fds.size() * sizeof(int));
+	std::memset(control, 0, space);
+	msg.msg_control = control;
+	msg.msg_controllen = space;
+	cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
+	std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
+}
+
 Status sendMessage(int fd, const Header &header, std::span<const iovec> payload,
 		   std::span<const int> fds)
 {
@@ -173,15 +188,8 @@ Status sendMessage(int fd, const Header &header, std::span<const iovec> payload,
 		msghdr msg{};
 		msg.msg_iov = cur;
 		msg.msg_iovlen = count - (cur - iov);
-		if (first && !fds.empty()) {
-			msg.msg_control = control;
-			msg.msg_controllen = CMSG_SPACE(fds.size() * sizeof(int));
-			cmsghdr *c = CMSG_FIRSTHDR(&msg);
-			c->cmsg_level = SOL_SOCKET;
-			c->cmsg_type = SCM_RIGHTS;
-			c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
-			std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
-		}
+		if (first)
+			attachFds(msg, control, fds);
 		ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
 		if (n < 0) {
 			if (errno == EINTR)

@@ -3,6 +3,7 @@
 // fds to the message they were sent with, and a sender. Used by the server and the client.
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <cstdint>
@@ -77,5 +78,9 @@ Status sendMessage(int fd, const Header &header, std::span<const iovec> payload,
 
 // Total payload length of a set of iovecs.
 size_t iovLength(std::span<const iovec> iov);
+
+// Attach fds to msg as one SCM_RIGHTS message in control, which must hold
+// CMSG_SPACE(fds.size() * sizeof(int)) bytes and be cmsghdr-aligned. No fds: no control data.
+void attachFds(msghdr &msg, void *control, std::span<const int> fds);
 
 } // namespace vfio_broker::vfio_user
