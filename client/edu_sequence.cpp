@@ -28,47 +28,6 @@ constexpr uint32_t kDmaStart = 1, kDmaToRam = 2, kDmaIrq = 4;
 constexpr uint64_t kIovaSrc = 0x100000, kIovaDst = 0x200000;
 constexpr uint32_t kDmaBytes = 1024;
 
-std::string hex(uint64_t v)
-{
-	return strFormat("0x%llx", static_cast<unsigned long long>(v));
-}
-
-class Reporter
-{
-public:
-	Reporter(const EduOptions &o) : o_(o) {}
-	void pass(const std::string &step, const std::string &detail) { emit(StepOutcome::Pass, step, detail); }
-	void fail(const std::string &step, const std::string &detail) { emit(StepOutcome::Fail, step, detail); }
-	void skip(const std::string &step, const std::string &detail) { emit(StepOutcome::Skip, step, detail); }
-	EduSummary summary;
-
-private:
-	void emit(StepOutcome out, const std::string &step, const std::string &detail)
-	{
-		if (out == StepOutcome::Pass)
-			summary.passed++;
-		else if (out == StepOutcome::Fail)
-			summary.failed++;
-		else
-			summary.skipped++;
-		if (o_.report)
-			o_.report({ out, step, detail });
-		if (!o_.abortAfter.empty() && step == o_.abortAfter)
-			::_exit(0); // vanish without cleaning up, as a crashed VMM would
-	}
-	const EduOptions &o_;
-};
-
-// Wait for an eventfd to fire; returns the counter, 0 on timeout.
-uint64_t waitEventfd(int fd, int timeoutMs)
-{
-	pollfd p{ fd, POLLIN, 0 };
-	if (::poll(&p, 1, timeoutMs) != 1)
-		return 0;
-	uint64_t v = 0;
-	return ::read(fd, &v, sizeof(v)) == sizeof(v) ? v : 0;
-}
-
 // BAR0 access through the mmap when the server offered one, else trapped messages.
 class Bar0
 {
@@ -126,7 +85,7 @@ private:
 
 EduSummary runEduSequence(Client &c, const EduOptions &o)
 {
-	Reporter r(o);
+	StepReporter r(o.report, o.abortAfter);
 
 	auto ver = c.negotiate();
 	if (!ver) {
@@ -361,7 +320,7 @@ EduSummary runEduSequence(Client &c, const EduOptions &o)
 
 EduSummary runE1000eMsix(Client &c, const EduOptions &o)
 {
-	Reporter r(o);
+	StepReporter r(o.report, o.abortAfter);
 	auto ver = c.negotiate();
 	if (!ver) {
 		r.fail("version", ver.error().message);

@@ -5,17 +5,10 @@
 #include <functional>
 #include <string>
 
+#include "client/step_reporter.h"
 #include "client/vfio_user_client.h"
 
 namespace vfio_broker::client {
-
-enum class StepOutcome { Pass, Fail, Skip };
-
-struct StepReport {
-	StepOutcome outcome;
-	std::string step;   // short name, e.g. "dma-roundtrip"
-	std::string detail; // a sentence a person can follow
-};
 
 struct EduOptions {
 	bool requireMmap = false;    // BAR0 must be mmap-able (the real edu through vfio-pci)
@@ -25,9 +18,7 @@ struct EduOptions {
 	int pollTimeoutMs = 5000;
 };
 
-struct EduSummary {
-	unsigned passed = 0, failed = 0, skipped = 0;
-};
+using EduSummary = StepSummary;
 
 // Runs every step on a freshly connected client (it negotiates VERSION itself).
 EduSummary runEduSequence(Client &client, const EduOptions &options);

@@ -27,47 +27,6 @@ constexpr uint32_t kRegImsc = 0x010, kRegRis = 0x014, kRegMis = 0x018, kRegIcr =
 constexpr uint32_t kRegIsr = 0x020, kRegAdvance = 0x024;
 constexpr uint32_t kEnable = 1, kIntMatch = 1, kIntSoft = 2;
 
-std::string hex(uint64_t v)
-{
-	return strFormat("0x%llx", static_cast<unsigned long long>(v));
-}
-
-class Reporter
-{
-public:
-	explicit Reporter(const SimPlatformOptions &o) : o_(o) {}
-	void pass(const std::string &step, const std::string &detail) { emit(StepOutcome::Pass, step, detail); }
-	void fail(const std::string &step, const std::string &detail) { emit(StepOutcome::Fail, step, detail); }
-	void skip(const std::string &step, const std::string &detail) { emit(StepOutcome::Skip, step, detail); }
-	EduSummary summary;
-
-private:
-	void emit(StepOutcome out, const std::string &step, const std::string &detail)
-	{
-		if (out == StepOutcome::Pass)
-			summary.passed++;
-		else if (out == StepOutcome::Fail)
-			summary.failed++;
-		else
-			summary.skipped++;
-		if (o_.report)
-			o_.report({ out, step, detail });
-	}
-	const SimPlatformOptions &o_;
-};
-
-// Wait (bounded) for an eventfd; returns its counter, 0 when nothing came.
-uint64_t waitEventfd(int fd, int timeoutMs)
-{
-	pollfd p{ fd, POLLIN, 0 };
-	int n;
-	do {
-		n = ::poll(&p, 1, timeoutMs);
-	} while (n < 0 && errno == EINTR);
-	uint64_t v = 0;
-	return n == 1 && ::read(fd, &v, sizeof(v)) == sizeof(v) ? v : 0;
-}
-
 // Non-blocking look: the counter, 0 when not signalled. The daemon signals before it answers
 // the request that caused the interrupt, so after that answer this is definitive.
 uint64_t takeEventfd(int fd)
@@ -127,7 +86,7 @@ uint32_t assembleId(Read read, uint32_t base)
 
 EduSummary runSimPlatformSequence(Client &c, const SimPlatformOptions &o)
 {
-	Reporter r(o);
+	StepReporter r(o.report);
 
 	auto ver = c.negotiate();
 	if (!ver) {

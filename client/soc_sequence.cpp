@@ -36,42 +36,6 @@ constexpr uint32_t kVirtioMagicReg = 0x000, kVirtioVersionReg = 0x004, kVirtioDe
 constexpr uint32_t kPlatformIrqIndex = 0;
 constexpr uint32_t kMmioRegion = 0;
 
-std::string hex(uint64_t v)
-{
-	return strFormat("0x%llx", static_cast<unsigned long long>(v));
-}
-
-class Reporter
-{
-public:
-	explicit Reporter(const SocOptions &o) : o_(o) {}
-	void pass(const std::string &step, const std::string &detail) { emit(StepOutcome::Pass, step, detail); }
-	void fail(const std::string &step, const std::string &detail) { emit(StepOutcome::Fail, step, detail); }
-	void skip(const std::string &step, const std::string &detail) { emit(StepOutcome::Skip, step, detail); }
-	EduSummary summary;
-
-private:
-	void emit(StepOutcome out, const std::string &step, const std::string &detail)
-	{
-		(out == StepOutcome::Pass ? summary.passed : out == StepOutcome::Fail ? summary.failed : summary.skipped)++;
-		if (o_.report)
-			o_.report({ out, step, detail });
-		if (!o_.abortAfter.empty() && step == o_.abortAfter)
-			::_exit(0); // vanish without cleaning up, as a crashed VMM would
-	}
-	const SocOptions &o_;
-};
-
-// Block until the eventfd is signalled (or the timeout passes); returns its counter, 0 on timeout.
-uint64_t waitEventfd(int fd, int timeoutMs)
-{
-	pollfd p{ fd, POLLIN, 0 };
-	if (::poll(&p, 1, timeoutMs) != 1)
-		return 0;
-	uint64_t v = 0;
-	return ::read(fd, &v, sizeof(v)) == sizeof(v) ? v : 0;
-}
-
 std::string describeIrq(const IrqInfo &q)
 {
 	return strFormat("count %u, flags 0x%x (%s%s%s)", q.count, q.flags,
@@ -81,7 +45,7 @@ std::string describeIrq(const IrqInfo &q)
 }
 
 // VERSION, then DEVICE_GET_INFO with the bus flag this device must carry.
-bool negotiateAndIdentify(Client &c, Reporter &r, uint32_t busFlag, const char *busName, DeviceInfo *out)
+bool negotiateAndIdentify(Client &c, StepReporter &r, uint32_t busFlag, const char *busName, DeviceInfo *out)
 {
 	auto ver = c.negotiate();
 	if (!ver) {
@@ -107,7 +71,7 @@ bool negotiateAndIdentify(Client &c, Reporter &r, uint32_t busFlag, const char *
 
 // No-IOMMU passthrough must refuse DMA_MAP: the device would see physical addresses. With a real IOMMU the
 // map is allowed, which this step cannot judge.
-void checkDmaRefused(Client &c, Reporter &r)
+void checkDmaRefused(Client &c, StepReporter &r)
 {
 	const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
 	UniqueFd mem(::memfd_create("soc-guest-ram", MFD_CLOEXEC));
@@ -126,7 +90,7 @@ void checkDmaRefused(Client &c, Reporter &r)
 	}
 }
 
-void checkReset(Client &c, Reporter &r, const DeviceInfo &info)
+void checkReset(Client &c, StepReporter &r, const DeviceInfo &info)
 {
 	Status s = c.reset();
 	if (info.flags & VFIO_DEVICE_FLAGS_RESET) {
@@ -174,7 +138,7 @@ void armMatch(const Pl031Regs &regs)
 
 EduSummary runPl031Sequence(Client &c, const SocOptions &o)
 {
-	Reporter r(o);
+	StepReporter r(o.report, o.abortAfter);
 	DeviceInfo info;
 	if (!negotiateAndIdentify(c, r, VFIO_DEVICE_FLAGS_AMBA, "AMBA", &info))
 		return r.summary;
@@ -310,7 +274,7 @@ EduSummary runPl031Sequence(Client &c, const SocOptions &o)
 
 EduSummary runVirtioMmioSequence(Client &c, const SocOptions &o)
 {
-	Reporter r(o);
+	StepReporter r(o.report, o.abortAfter);
 	DeviceInfo info;
 	if (!negotiateAndIdentify(c, r, VFIO_DEVICE_FLAGS_PLATFORM, "platform", &info))
 		return r.summary;
