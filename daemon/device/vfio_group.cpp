@@ -263,6 +263,21 @@ Result<std::vector<uint8_t>> queryVfioInfo(int fd, unsigned long request, const 
 	return makeError(EIO, "%s: the reply size kept changing", what);
 }
 
+Result<vfio_device_info> queryDeviceInfo(int deviceFd, uint32_t busFlag, const char *busName, uint32_t maxRegions,
+					 uint32_t maxIrqIndexes)
+{
+	vfio_device_info info{};
+	info.argsz = sizeof(info);
+	if (::ioctl(deviceFd, VFIO_DEVICE_GET_INFO, &info) < 0)
+		return errnoError(errno, "VFIO_DEVICE_GET_INFO");
+	if (!(info.flags & busFlag))
+		return makeError(ENODEV, "VFIO reports device flags 0x%x, not a %s device", info.flags, busName);
+	if (info.num_regions > maxRegions || info.num_irqs > maxIrqIndexes)
+		return makeError(EIO, "VFIO_DEVICE_GET_INFO reports %u regions and %u IRQ indexes", info.num_regions,
+				 info.num_irqs);
+	return info;
+}
+
 Result<KernelRegion> queryRegionInfo(int deviceFd, uint32_t index)
 {
 	vfio_region_info seed{};

@@ -68,6 +68,11 @@ Result<std::vector<uint8_t>> queryVfioInfo(int fd, unsigned long request, const 
 	return queryVfioInfo(fd, request, &seed, sizeof(Fixed), what);
 }
 
+// VFIO_DEVICE_GET_INFO, refused (ENODEV) unless the device reports busFlag (VFIO_DEVICE_FLAGS_PCI,
+// _PLATFORM, _AMBA) and (EIO) when it reports more regions or IRQ indexes than the limits.
+Result<vfio_device_info> queryDeviceInfo(int deviceFd, uint32_t busFlag, const char *busName, uint32_t maxRegions,
+					 uint32_t maxIrqIndexes);
+
 // One region as VFIO_DEVICE_GET_REGION_INFO reports it, with its capability chain copied out; copying
 // the caps out and re-serialising them rebases the chain to start at 32 whatever cap_offset the kernel
 // chose. The reply is checked (index echoed, offset + size without wrap-around). Errors keep the

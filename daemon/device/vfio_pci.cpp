@@ -73,16 +73,12 @@ Result<std::unique_ptr<VfioPciDevice>> VfioPciDevice::open(const std::string &sp
 Status VfioPciDevice::loadDeviceInfo(const VfioOpenOptions &opts)
 {
 	const int fd = device_.get();
-	vfio_device_info deviceInfo{};
-	deviceInfo.argsz = sizeof(deviceInfo);
-	if (::ioctl(fd, VFIO_DEVICE_GET_INFO, &deviceInfo) < 0)
-		return errnoError(errno, "VFIO_DEVICE_GET_INFO");
-	if (!(deviceInfo.flags & VFIO_DEVICE_FLAGS_PCI))
-		return makeError(ENODEV, "VFIO reports device flags 0x%x, not a PCI device", deviceInfo.flags);
-	if (deviceInfo.num_regions <= VFIO_PCI_CONFIG_REGION_INDEX || deviceInfo.num_regions > kMaxRegions ||
-	    deviceInfo.num_irqs > kMaxIrqIndexes)
-		return makeError(EIO, "VFIO_DEVICE_GET_INFO reports %u regions and %u IRQ indexes",
-				 deviceInfo.num_regions, deviceInfo.num_irqs);
+	auto queried = queryDeviceInfo(fd, VFIO_DEVICE_FLAGS_PCI, "PCI", kMaxRegions, kMaxIrqIndexes);
+	if (!queried)
+		return queried.takeError();
+	const vfio_device_info &deviceInfo = *queried;
+	if (deviceInfo.num_regions <= VFIO_PCI_CONFIG_REGION_INDEX)
+		return makeError(EIO, "VFIO_DEVICE_GET_INFO reports %u regions: no config space", deviceInfo.num_regions);
 	info_ = DeviceInfo{ deviceInfo.flags, deviceInfo.num_regions, deviceInfo.num_irqs };
 
 	std::vector<KernelRegion> kernel(deviceInfo.num_regions);

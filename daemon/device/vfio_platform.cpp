@@ -200,17 +200,13 @@ Result<std::unique_ptr<VfioPlatformDevice>> VfioPlatformDevice::open(const std::
 Status VfioPlatformDevice::loadDeviceInfo(const VfioOpenOptions &opts)
 {
 	const int fd = device_.get();
-	vfio_device_info deviceInfo{};
-	deviceInfo.argsz = sizeof(deviceInfo);
-	if (::ioctl(fd, VFIO_DEVICE_GET_INFO, &deviceInfo) < 0)
-		return errnoError(errno, "VFIO_DEVICE_GET_INFO");
-	const uint32_t busFlag = location_.bus == "amba" ? VFIO_DEVICE_FLAGS_AMBA : VFIO_DEVICE_FLAGS_PLATFORM;
-	if (!(deviceInfo.flags & busFlag))
-		return makeError(ENODEV, "VFIO reports device flags 0x%x, not the %s device sysfs shows",
-				 deviceInfo.flags, location_.bus == "amba" ? "AMBA" : "platform");
-	if (deviceInfo.num_regions > kMaxRegions || deviceInfo.num_irqs > kMaxIrqIndexes)
-		return makeError(EIO, "VFIO_DEVICE_GET_INFO reports %u regions and %u IRQ indexes",
-				 deviceInfo.num_regions, deviceInfo.num_irqs);
+	const bool amba = location_.bus == "amba";
+	// The bus sysfs shows must be the one VFIO reports.
+	auto queried = queryDeviceInfo(fd, amba ? VFIO_DEVICE_FLAGS_AMBA : VFIO_DEVICE_FLAGS_PLATFORM,
+				       amba ? "AMBA" : "platform", kMaxRegions, kMaxIrqIndexes);
+	if (!queried)
+		return queried.takeError();
+	const vfio_device_info &deviceInfo = *queried;
 	info_ = DeviceInfo{ deviceInfo.flags, deviceInfo.num_regions, deviceInfo.num_irqs };
 
 	const uint64_t pageSize = hostPageSize();
