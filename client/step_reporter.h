@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 
 namespace vfio_broker::client {
 
@@ -25,8 +26,9 @@ struct StepSummary {
 class StepReporter
 {
 public:
-	StepReporter(const std::function<void(const StepReport &)> &report, const std::string &abortAfter = {})
-		: report_(report), abortAfter_(abortAfter)
+	// Both are copied: a reporter must not dangle when given temporaries.
+	explicit StepReporter(std::function<void(const StepReport &)> report, std::string abortAfter = {})
+		: report_(std::move(report)), abortAfter_(std::move(abortAfter))
 	{
 	}
 
@@ -39,8 +41,8 @@ public:
 private:
 	void emit(StepOutcome outcome, const std::string &step, const std::string &detail);
 
-	const std::function<void(const StepReport &)> &report_;
-	const std::string &abortAfter_;
+	std::function<void(const StepReport &)> report_;
+	std::string abortAfter_;
 };
 
 // "0x1f"
