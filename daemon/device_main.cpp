@@ -96,7 +96,8 @@ int runAttach(const server::DaemonOptions &opts, device::Device &dev)
 	else
 		LOG_INFO("stopping; detaching from crosvm");
 	(void)sdNotify("STOPPING=1");
-	bool crosvmThere = event && *event == crosvm::Attachment::Event::Stop;
+	// Unless crosvm hung up, it still maps our regions: ask it to let go (also after an error).
+	bool crosvmThere = !(event && *event == crosvm::Attachment::Event::PeerHangup);
 	if (Status s = a.detach(crosvmThere); !s)
 		return fail(withContext(s.takeError(), "detaching from crosvm"));
 	return event ? 0 : 1;
@@ -160,12 +161,7 @@ int main(int argc, char **argv)
 
 	Status result = srv.run([&] {
 		LOG_INFO("serving %s on %s", (*dev)->name().c_str(), where.c_str());
-		if (opts.readyFd >= 0) {
-			if (Status s = notifyReadyFd(opts.readyFd); !s)
-				LOG_WARN("%s", s.error().message.c_str());
-		}
-		if (Status s = sdNotify("READY=1\nSTATUS=serving " + (*dev)->name()); !s)
-			LOG_WARN("%s", s.error().message.c_str());
+		announceReady(opts, "serving " + (*dev)->name());
 	});
 	(void)sdNotify("STOPPING=1");
 	if (!opts.socketPath.empty())

@@ -5,8 +5,6 @@
 #include "device/sim_edu.h"
 
 #include <linux/vfio.h>
-#include <fcntl.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -14,6 +12,7 @@
 #include <vector>
 
 #include "common/sigbus_guard.h"
+#include "device/sim_support.h"
 #include "device/vfio_caps.h"
 #include "vfio_user/protocol.h"
 
@@ -21,40 +20,14 @@ namespace vfio_broker::device {
 
 using namespace edu;
 
+using sim::accessWidth;
+using sim::isEventfd;
+
 namespace {
 
 constexpr uint32_t kNumRegions = VFIO_PCI_NUM_REGIONS;
 constexpr uint32_t kNumIrqs = VFIO_PCI_NUM_IRQS;
 
-void signal(const UniqueFd &fd)
-{
-	if (fd)
-		(void)::eventfd_write(fd.get(), 1);
-}
-
-// Width of the next access when vfio-pci splits a read or write: the largest of 4, 2, 1 that
-// is aligned and fits.
-uint32_t accessWidth(uint64_t offset, uint32_t remaining)
-{
-	if (offset % 4 == 0 && remaining >= 4)
-		return 4;
-	if (offset % 2 == 0 && remaining >= 2)
-		return 2;
-	return 1;
-}
-
-// The kernel refuses anything but an eventfd in SET_IRQS; so do we.
-bool isEventfd(int fd)
-{
-	char link[64];
-	char path[64];
-	std::snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	ssize_t n = ::readlink(path, link, sizeof(link) - 1);
-	if (n < 0)
-		return false;
-	link[n] = '\0';
-	return std::strcmp(link, "anon_inode:[eventfd]") == 0;
-}
 
 // The RAM BAR's last page is left out of the mmap, as real devices trap a doorbell or
 // MSI-X page: this exercises the capability chain, argsz probing and sparse mapping.
@@ -84,18 +57,11 @@ Status SimEdu::createRamBar()
 	if (ram_)
 		::munmap(ram_, kRamBarSize);
 	ram_ = nullptr;
-	ramFd_.reset(::memfd_create("sim-edu-bar2", MFD_CLOEXEC | MFD_ALLOW_SEALING));
-	if (!ramFd_)
-		return errnoError("memfd_create for the RAM BAR");
-	if (::ftruncate(ramFd_.get(), kRamBarSize) < 0)
-		return errnoError("ftruncate of the RAM BAR memfd");
-	// Seal the size so a client cannot shrink it and make our accesses fault.
-	if (::fcntl(ramFd_.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
-		return errnoError("sealing the RAM BAR memfd");
-	void *p = ::mmap(nullptr, kRamBarSize, PROT_READ | PROT_WRITE, MAP_SHARED, ramFd_.get(), 0);
-	if (p == MAP_FAILED)
-		return errnoError("mmap of the RAM BAR memfd");
-	ram_ = p;
+	auto memfd = sim::createSealedMemfd("sim-edu-bar2", kRamBarSize, "the RAM BAR memfd");
+	if (!memfd)
+		return memfd.takeError();
+	ramFd_ = std::move(memfd->fd);
+	ram_ = memfd->map;
 	return {};
 }
 
@@ -336,7 +302,7 @@ void SimEdu::raiseIrq(uint32_t bits)
 	if (irqMode_ == IrqMode::Msi) {
 		// MSI is an edge: every raise with something pending is a message (as QEMU's edu).
 		if (irqStatus_)
-			signal(msiFd_);
+			sim::signalEventfd(msiFd_);
 		return;
 	}
 	updateIntx();
@@ -360,7 +326,7 @@ void SimEdu::updateIntx()
 	if (irqMode_ != IrqMode::Intx || !asserted || intxMasked_)
 		return;
 	intxMasked_ = true;
-	signal(intxFd_);
+	sim::signalEventfd(intxFd_);
 }
 
 bool SimEdu::dmaAccess(uint64_t iova, void *buf, uint32_t len, bool toRam)
@@ -453,7 +419,7 @@ Status SimEdu::setIrqs(IrqSetRequest &req)
 				return {};
 			}
 			if (apply && irqMode_ == IrqMode::Intx)
-				signal(intxFd_); // loopback trigger
+				sim::signalEventfd(intxFd_); // loopback trigger
 			return {};
 		}
 		if (data == VFIO_IRQ_SET_DATA_EVENTFD)
@@ -489,7 +455,7 @@ Status SimEdu::setIrqs(IrqSetRequest &req)
 			return {};
 		}
 		if (apply && irqMode_ == IrqMode::Msi)
-			signal(msiFd_);
+			sim::signalEventfd(msiFd_);
 		return {};
 	case VFIO_PCI_REQ_IRQ_INDEX:
 		if (action != VFIO_IRQ_SET_ACTION_TRIGGER)
@@ -499,7 +465,7 @@ Status SimEdu::setIrqs(IrqSetRequest &req)
 		else if (req.count == 0)
 			reqFd_.reset();
 		else if (apply)
-			signal(reqFd_);
+			sim::signalEventfd(reqFd_);
 		return {};
 	default:
 		return makeError(EINVAL, "IRQ index %u has no interrupts", req.index);

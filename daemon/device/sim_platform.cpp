@@ -5,7 +5,6 @@
 #include "device/sim_platform.h"
 
 #include <linux/vfio.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -15,26 +14,19 @@
 #include <cstring>
 #include <system_error>
 
+#include "device/sim_support.h"
+
 namespace vfio_broker::device {
 
 using namespace sim_platform;
+
+using sim::accessWidth;
+using sim::isEventfd;
 
 namespace {
 
 constexpr uint32_t kNumRegions = 2;
 constexpr uint32_t kNumIrqs = 1;
-
-// Signal an eventfd without blocking: a write blocks only when the counter is at its maximum,
-// which only the client that owns the eventfd can arrange; then the signal is lost, as the
-// kernel's eventfd_signal saturates instead of waiting.
-void signal(const UniqueFd &fd)
-{
-	if (!fd)
-		return;
-	pollfd p{ fd.get(), POLLOUT, 0 };
-	if (::poll(&p, 1, 0) == 1 && (p.revents & POLLOUT))
-		(void)::eventfd_write(fd.get(), 1);
-}
 
 // Consume an eventfd's counter. The fd is the client's: its O_NONBLOCK is the client's to set
 // (the file description is shared), so ask for a non-blocking read per call (RWF_NOWAIT;
@@ -56,27 +48,6 @@ bool consume(int fd)
 	return n == sizeof(v) && v != 0;
 }
 
-// The kernel takes only eventfds in SET_IRQS (eventfd_ctx_fdget); so do we.
-bool isEventfd(int fd)
-{
-	char path[40], target[40];
-	std::snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	ssize_t n = ::readlink(path, target, sizeof(target) - 1);
-	if (n <= 0)
-		return false;
-	target[n] = '\0';
-	return std::strcmp(target, "anon_inode:[eventfd]") == 0;
-}
-
-// vfio-platform splits trapped accesses into the widest aligned piece that fits: 4, 2 or 1.
-uint32_t accessWidth(uint64_t offset, uint32_t remaining)
-{
-	if (offset % 4 == 0 && remaining >= 4)
-		return 4;
-	if (offset % 2 == 0 && remaining >= 2)
-		return 2;
-	return 1;
-}
 
 } // namespace
 
@@ -122,20 +93,12 @@ Status SimPlatform::createPage()
 	// A fresh memfd per client: the previous client may still hold the old one mapped, and
 	// must not see the next client's device.
 	void *old = page_;
-	UniqueFd fd(::memfd_create("sim-platform-regs", MFD_CLOEXEC | MFD_ALLOW_SEALING));
-	if (!fd)
-		return errnoError("memfd_create for the sim:platform register page");
-	if (::ftruncate(fd.get(), kRegion0Size) < 0)
-		return errnoError("ftruncate of the sim:platform register page");
-	// Size-sealed so a client cannot shrink it under our mapping.
-	if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
-		return errnoError("sealing the sim:platform register page");
-	void *p = ::mmap(nullptr, kRegion0Size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-	if (p == MAP_FAILED)
-		return errnoError("mmap of the sim:platform register page");
+	auto memfd = sim::createSealedMemfd("sim-platform-regs", kRegion0Size, "the sim:platform register page");
+	if (!memfd)
+		return memfd.takeError();
 	std::lock_guard lock(mutex_);
-	pageFd_ = std::move(fd);
-	page_ = p;
+	pageFd_ = std::move(memfd->fd);
+	page_ = memfd->map;
 	if (old)
 		::munmap(old, kRegion0Size);
 	initPageLocked();
@@ -331,7 +294,7 @@ void SimPlatform::updateLocked()
 	if (triggerFd_ && !masked_ && (ris_ & imsc_)) {
 		masked_ = true;
 		triggers_++;
-		signal(triggerFd_);
+		sim::signalEventfd(triggerFd_);
 	}
 }
 
@@ -343,7 +306,7 @@ void SimPlatform::softwareTriggerLocked()
 		return;
 	masked_ = true;
 	triggers_++;
-	signal(triggerFd_);
+	sim::signalEventfd(triggerFd_);
 }
 
 Status SimPlatform::setIrqs(IrqSetRequest &req)

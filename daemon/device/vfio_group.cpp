@@ -44,7 +44,6 @@ public:
 							    const std::string &device, std::string_view vfioDriver);
 
 	const IommuInfo &info() const override { return info_; }
-	std::optional<uint32_t> dmaMappingsAvailable() const override { return dmaAvail_; }
 	Status mapDma(uint64_t iova, uint64_t size, void *vaddr, bool readable, bool writable) override;
 	Status unmapDma(uint64_t iova, uint64_t size) override;
 	Result<UniqueFd> openDevice(const std::string &name) override;
@@ -59,7 +58,6 @@ private:
 	std::string groupId_;
 	bool noIommu_ = false;
 	IommuInfo info_;
-	std::optional<uint32_t> dmaAvail_;
 };
 
 Result<std::unique_ptr<VfioContainer>> VfioContainer::open(const VfioOpenOptions &opts, const std::string &group,
@@ -173,8 +171,7 @@ Status VfioContainer::loadIommuInfo()
 		info_.iovaRanges = std::move(caps->iovaRanges);
 	else // kernels before 5.4 do not say; the whole space is the honest default
 		info_.iovaRanges = { IovaRange{ 0, UINT64_MAX } };
-	dmaAvail_ = caps->dmaAvail;
-	info_.maxMappings = dmaAvail_.value_or(0);
+	info_.maxMappings = caps->dmaAvail.value_or(0);
 	info_.translates = true;
 	return {};
 }
@@ -313,6 +310,22 @@ Result<std::unique_ptr<IommuBackend>> openVfioContainer(const VfioOpenOptions &o
 VfioDevice::VfioDevice(std::string name, std::unique_ptr<IommuBackend> iommu, UniqueFd device)
 	: name_(std::move(name)), iommu_(std::move(iommu)), device_(std::move(device))
 {
+}
+
+Status VfioDevice::setRegion(uint32_t index, KernelRegion region, uint32_t kernelFlags,
+			     const std::optional<MsixCapability> &msix, bool allowMmap, uint64_t pageSize)
+{
+	const vfio_region_info &ri = region.info;
+	auto exposure = exposeRegion(index, kernelFlags, ri.size, std::move(region.caps), msix, allowMmap, pageSize);
+	if (!exposure)
+		return exposure.takeError();
+	Region &out = regions_[index];
+	out.kernelOffset = ri.offset;
+	out.exposed.flags = exposure->flags;
+	out.exposed.size = ri.size;
+	out.exposed.mmapOffset = ri.offset;
+	out.exposed.caps = buildCapChain(exposure->caps, kRegionInfoSize);
+	return {};
 }
 
 Status VfioDevice::loadIrqInfo(uint32_t numIrqs)
@@ -491,6 +504,21 @@ Status VfioDevice::quiesce()
 			// vfio-platform keeps its mask as a nested disable_irq() across trigger changes (6.1.y with
 			// "vfio/platform: Create persistent IRQ handlers"): left masked, the next client would never
 			// see this interrupt.
+			// First drop the client's unmask eventfd (virqfd): disabling the trigger does not, on
+			// vfio-platform, so the departed client could otherwise still unmask the next one's line.
+			alignas(vfio_irq_set) uint8_t noUnmaskFd[sizeof(vfio_irq_set) + sizeof(int32_t)] = {};
+			vfio_irq_set drop{};
+			drop.argsz = sizeof(noUnmaskFd);
+			drop.flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_UNMASK;
+			drop.index = index;
+			drop.start = 0;
+			drop.count = 1;
+			const int32_t noFd = -1;
+			std::memcpy(noUnmaskFd, &drop, sizeof(drop));
+			std::memcpy(noUnmaskFd + sizeof(drop), &noFd, sizeof(noFd));
+			if (::ioctl(device_.get(), VFIO_DEVICE_SET_IRQS, noUnmaskFd) < 0 && errno != EINVAL && result.ok())
+				result = errnoError(errno, strFormat("dropping the unmask eventfd of IRQ index %u of %s", index,
+								     name_.c_str()));
 			vfio_irq_set unmask{};
 			unmask.argsz = sizeof(unmask);
 			unmask.flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK;

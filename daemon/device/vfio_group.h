@@ -36,9 +36,6 @@ public:
 	virtual ~IommuBackend() = default;
 
 	virtual const IommuInfo &info() const = 0;
-	// How many mappings the kernel accepted when the backend was set up (type1 dma_entry_limit, 65535 by
-	// default); nullopt when it does not say. A bound for the server's own mapping limit.
-	virtual std::optional<uint32_t> dmaMappingsAvailable() const = 0;
 	virtual Status mapDma(uint64_t iova, uint64_t size, void *vaddr, bool readable, bool writable) = 0;
 	virtual Status unmapDma(uint64_t iova, uint64_t size) = 0;
 	// The device fd, attached to this address space (GROUP_GET_DEVICE_FD here; cdev + bind for iommufd).
@@ -109,8 +106,6 @@ public:
 	// device can.
 	Status quiesce() override;
 
-	// Beyond Device: what the type1 driver still accepts, for the server's mapping limit.
-	std::optional<uint32_t> dmaMappingsAvailable() const { return iommu_->dmaMappingsAvailable(); }
 
 protected:
 	// What open learns about one region; exposed.fd is filled in by regionInfo().
@@ -122,6 +117,10 @@ protected:
 	VfioDevice(std::string name, std::unique_ptr<IommuBackend> iommu, UniqueFd device);
 	// Why the device offers no VFIO_DEVICE_RESET, for the ENOTSUP message ("no FLR, PM or bus reset").
 	virtual std::string noResetReason() const = 0;
+	// Fill regions_[index] from the kernel's region info: what exposeRegion() lets the client see (kernelFlags
+	// may be narrower than region.info.flags), the capability chain rebased to 32, the kernel offset.
+	Status setRegion(uint32_t index, KernelRegion region, uint32_t kernelFlags, const std::optional<MsixCapability> &msix,
+			 bool allowMmap, uint64_t pageSize);
 	// VFIO_DEVICE_GET_IRQ_INFO for every index into irqs_ (an index the kernel answers EINVAL for stays empty).
 	Status loadIrqInfo(uint32_t numIrqs);
 

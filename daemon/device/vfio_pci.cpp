@@ -113,17 +113,9 @@ Status VfioPciDevice::loadDeviceInfo(const VfioOpenOptions &opts)
 	const uint64_t pageSize = hostPageSize();
 	regions_.resize(deviceInfo.num_regions);
 	for (uint32_t index = 0; index < deviceInfo.num_regions; index++) {
-		const vfio_region_info &ri = kernel[index].info;
-		auto exposure = exposeRegion(index, ri.flags, ri.size, std::move(kernel[index].caps), msix, opts.allowMmap,
-					     pageSize);
-		if (!exposure)
-			return exposure.takeError();
-		Region &region = regions_[index];
-		region.kernelOffset = ri.offset;
-		region.exposed.flags = exposure->flags;
-		region.exposed.size = ri.size;
-		region.exposed.mmapOffset = ri.offset;
-		region.exposed.caps = buildCapChain(exposure->caps, kRegionInfoSize);
+		const uint32_t flags = kernel[index].info.flags;
+		if (Status s = setRegion(index, std::move(kernel[index]), flags, msix, opts.allowMmap, pageSize); !s)
+			return s;
 	}
 
 	return loadIrqInfo(deviceInfo.num_irqs);

@@ -221,16 +221,9 @@ Status VfioPlatformDevice::loadDeviceInfo(const VfioOpenOptions &opts)
 		// reach the registers of whatever shares the page); never offer what mmap() would refuse.
 		if (ri.size < pageSize || ri.size % pageSize != 0 || ri.offset % pageSize != 0)
 			kernelFlags &= ~VFIO_REGION_INFO_FLAG_MMAP;
-		auto exposure = exposeRegion(index, kernelFlags, ri.size, std::move(kernelRegion->caps), std::nullopt,
-					     opts.allowMmap, pageSize);
-		if (!exposure)
-			return exposure.takeError();
-		Region &region = regions_[index];
-		region.kernelOffset = ri.offset;
-		region.exposed.flags = exposure->flags;
-		region.exposed.size = ri.size;
-		region.exposed.mmapOffset = ri.offset;
-		region.exposed.caps = buildCapChain(exposure->caps, kRegionInfoSize);
+		if (Status s = setRegion(index, std::move(*kernelRegion), kernelFlags, std::nullopt, opts.allowMmap, pageSize);
+		    !s)
+			return s;
 	}
 	return loadIrqInfo(deviceInfo.num_irqs);
 }
