@@ -116,7 +116,12 @@ DaemonSpec Broker::specFor(const std::string &id, const pb::AssignOptions &optio
 	spec.deviceArg = config_.testing_device_override().empty() || simulated
 				 ? deviceDaemonArgument(id)
 				 : config_.testing_device_override();
-	spec.socketPath = socketPathFor(id);
+	// The systemd template names the instance, and so the socket, after the device argument it
+	// passes as --device %I; a spawned daemon's socket is named after the device id, which stays
+	// unique when several devices share one argument (testing_device_override).
+	spec.socketPath = config_.launch_method() == pb::LAUNCH_METHOD_SYSTEMD
+				  ? config_.runtime_dir() + "/devices/" + systemdInstanceFor(spec.deviceArg) + ".sock"
+				  : socketPathFor(id);
 	if (options.has_socket_uid())
 		spec.socketUid = options.socket_uid();
 	if (options.has_socket_gid())
@@ -370,15 +375,19 @@ Result<pb::AssignResponse> Broker::assign(const pb::AssignRequest &req, const Ca
 			done.push_back(id);
 			continue;
 		}
-		auto started = supervisor_->start(specFor(id, req.options()),
-						  std::chrono::milliseconds(config_.daemon_ready_timeout_ms()));
+		const DaemonSpec spec = specFor(id, req.options());
+		auto started = supervisor_->start(spec, std::chrono::milliseconds(config_.daemon_ready_timeout_ms()));
 		if (!started)
 			return fail(id, started.takeError());
 		pb::DeviceRecord &rec = held_[id].record;
 		rec.set_daemon_pid(started->pid);
 		rec.set_daemon_start_time(started->startTime);
 		rec.set_unit(started->unit);
-		rec.set_socket_path(socketPathFor(id));
+		rec.set_socket_path(spec.socketPath);
+		// Saved before the next device: a broker that dies now must find this daemon on restart
+		// (to stop it before restoring the driver), not a pending record without a pid.
+		if (Status s = persist(); !s)
+			return fail(id, s.takeError());
 		rec.set_pending(false);
 		events_.publish(pb::EVENT_TYPE_DAEMON_STARTED, id, req.vm(), "device daemon serving " + rec.socket_path(),
 				started->pid);

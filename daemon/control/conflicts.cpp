@@ -9,6 +9,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "device/vfio_sysfs.h"
+
 namespace vfio_broker::control {
 
 namespace {
@@ -16,13 +18,6 @@ namespace {
 bool isSimulated(const pb::Device &device)
 {
 	return device.kind() == pb::DEVICE_KIND_SIMULATED || device.id().rfind("sim:", 0) == 0;
-}
-
-// Drivers a group member may stay on while another member goes to a VM: the kernel's VFIO
-// viability rule (vfio_dev_driver_allowed plus unbound devices and bridges).
-bool keepsGroupViable(const std::string &driver)
-{
-	return driver.empty() || driver == "pcieport" || driver == "pci-stub" || driver.rfind("vfio", 0) == 0;
 }
 
 // Group members are device ids; accept a bare PCI address too.
@@ -309,7 +304,7 @@ private:
 				continue;
 			}
 			const std::string &driver = dev->second.driver();
-			if (!keepsGroupViable(driver)) {
+			if (!device::driverKeepsGroupViable(driver)) {
 				std::string why = "which is bound to the host driver " + driver +
 						  ": request it too (the broker binds only requested "
 						  "devices) or unbind it";
