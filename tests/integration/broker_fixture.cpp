@@ -525,6 +525,12 @@ void BrokerFixture::tearDown()
 	if (running())
 		reapBroker(SIGTERM);
 	killLeftovers();
+	if (kernel_) {
+		// A fake-kernel action that failed (a throwing handler, lost inotify events) would
+		// otherwise show only as an RPC outcome the test might not look at.
+		for (const std::string &line : kernel_->log())
+			CHECK_FALSE(line.rfind("error:", 0) == 0);
+	}
 	kernel_.reset();
 }
 

@@ -28,8 +28,9 @@ std::string whyNoBuf()
 			why.pop_back();
 		return why;
 	}
+	// Only scripts/buf.sh's "cannot run here" (77) skips; a broken buf is a failure.
 	if (!r.exited || r.code != 0)
-		return "buf --version failed: " + r.describe();
+		FAIL("buf --version failed: " << r.describe());
 	return "";
 }
 
