@@ -70,6 +70,7 @@ struct BrokerOptions {
 	std::string extraConfig;             // more brokerd.conf lines
 	uint32_t bindTimeoutMs = 1000;       // bind_timeout_ms: how long a refused bind takes to fail
 	bool start = true;                   // start the broker in the constructor
+	std::string runtimeSubdir = "run";   // runtime_dir, below the fixture's directory
 };
 
 // How a helper process ended, with what it wrote.
@@ -181,7 +182,7 @@ public:
 	const std::string &dir() const { return dir_; } // everything lives here
 	std::string controlSocket() const { return dir_ + "/ctl/control.sock"; }
 	std::string stateDir() const { return dir_ + "/state"; }
-	std::string runtimeDir() const { return dir_ + "/run"; }
+	std::string runtimeDir() const { return dir_ + "/" + options_.runtimeSubdir; }
 	std::string configPath() const { return dir_ + "/brokerd.conf"; }
 	std::string policyPath() const { return dir_ + "/policy.conf"; }
 	std::string logPath() const { return dir_ + "/brokerd.log"; }

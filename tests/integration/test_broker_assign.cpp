@@ -332,3 +332,32 @@ TEST_CASE("launcher_whenTheBrokerRefuses_exitsNonZeroWithTheReason", "[broker_as
 	CHECK_THAT(r.err, Contains(lab::kDenied));
 	CHECK(fx.assignments().empty());
 }
+
+// LAUNCH_METHOD_SYSTEMD with the real template unit (run by tests/support/fake-systemctl): the
+// daemon's socket is %t/vfio-broker/devices/%i.sock, %i being the escaped --device argument,
+// and the broker must hand out that path, not one named after the device id.
+TEST_CASE("assign_inSystemdMode_answersTheSocketTheTemplateUnitListensOn", "[broker_assign]")
+{
+	BrokerOptions opts;
+	opts.runtimeSubdir = "run/vfio-broker"; // = %t/vfio-broker, with %t = <dir>/run
+	opts.start = false;
+	BrokerFixture fx(opts);
+	const std::string root = requireEnv("VFIO_BROKER_SOURCE_ROOT");
+	::setenv("FAKE_SYSTEMCTL_UNIT_FILE", (root + "/systemd/vfio-broker-device@.service").c_str(), 1);
+	::setenv("FAKE_SYSTEMCTL_RUNTIME_DIR", (fx.dir() + "/run").c_str(), 1);
+	::setenv("FAKE_SYSTEMCTL_STATE_DIR", (fx.dir() + "/fake-systemd").c_str(), 1);
+	::setenv("FAKE_SYSTEMCTL_EXEC", requireEnv("VFIO_BROKER_DEVICE").c_str(), 1);
+	::setenv("FAKE_SYSTEMCTL_STOP_TIMEOUT", "5", 1);
+	fx.writeConfig("launch_method: LAUNCH_METHOD_SYSTEMD\n"
+		       "systemctl: \"" + root + "/tests/support/fake-systemctl\"\n");
+	REQUIRE(::mkdir((fx.dir() + "/run").c_str(), 0755) == 0); // %t exists before systemd starts anything
+	fx.start();
+
+	// The testing override makes the device argument "sim:edu": the unit instance is "sim:edu".
+	auto a = fx.assignOk("vm1", { lab::kNicA });
+	REQUIRE(a.size() == 1);
+	CHECK(a[0].socket_path() == fx.runtimeDir() + "/devices/sim:edu.sock");
+	CHECK(probeDeviceDaemon(a[0].socket_path()) == "");
+	auto d = fx.deassign(lab::kNicA, "vm1");
+	CHECK(d.ok());
+}
