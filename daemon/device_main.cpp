@@ -11,6 +11,7 @@
 #include "common/sd_notify.h"
 #include "crosvm/attach.h"
 #include "device/open_device.h"
+#include "device/vfio_group.h"
 #include "server/listener.h"
 #include "server/options.h"
 
@@ -68,8 +69,7 @@ int runAttach(const server::DaemonOptions &opts, device::Device &dev)
 		return fail(errnoError("signalfd"));
 
 	// The placement is checked against the device before crosvm is contacted at all.
-	long page = ::sysconf(_SC_PAGESIZE);
-	if (auto plan = crosvm::planMemory(dev, opts.attach, page > 0 ? page : 4096); !plan)
+	if (auto plan = crosvm::planMemory(dev, opts.attach, device::hostPageSize()); !plan)
 		return fail(plan.error());
 	if (Status s = crosvm::checkIrqs(dev, opts.attach); !s)
 		return fail(s.error());

@@ -4,6 +4,7 @@
 
 #include <optional>
 
+#include "common/path_util.h"
 #include "platform/guest_overlay.h"
 #include "platform/host_dt.h"
 #include "platform/sim_platform_dt.h"
@@ -86,10 +87,8 @@ Result<pb::GetLaunchConfigResponse> buildLaunchConfig(const InventoryOptions &op
 			req.dma = false; // lives in the device daemon: no host DMA
 		} else {
 			if (!hostTree) {
-				std::string root = opts.sysfsRoot;
-				while (root.size() > 1 && root.back() == '/')
-					root.pop_back();
-				hostTree.emplace(platform::HostDeviceTree::load(root + "/firmware/fdt"));
+				hostTree.emplace(platform::HostDeviceTree::load(path::stripTrailingSlashes(opts.sysfsRoot) +
+										"/firmware/fdt"));
 			}
 			if (!*hostTree)
 				return withContext(Error((*hostTree).error()), "reading the host device tree");

@@ -17,6 +17,7 @@
 #include <set>
 
 #include "device/vfio_caps.h"
+#include "device/vfio_group.h"
 #include "vfio_user/protocol.h"
 
 namespace vfio_broker::crosvm {
@@ -174,8 +175,7 @@ Result<std::unique_ptr<KvmVm>> openKvmVm(VmDescriptor d)
 Result<std::unique_ptr<Attachment>> Attachment::attach(Device &dev, ControlSocket &socket,
 						       const AttachConfig &config, const KvmVmFactory &kvm)
 {
-	long page = ::sysconf(_SC_PAGESIZE);
-	auto plan = planMemory(dev, config, page > 0 ? static_cast<uint64_t>(page) : 4096);
+	auto plan = planMemory(dev, config, device::hostPageSize());
 	if (!plan)
 		return plan.takeError();
 	if (Status s = checkIrqs(dev, config); !s)
@@ -220,8 +220,7 @@ Status Attachment::mapDmaPool(const DmaPool &p)
 	if (!iommu.translates)
 		return makeError(EPERM, "%s has no IOMMU translation (no-IOMMU mode): its DMA cannot be confined "
 				 "to a pool", dev_.name().c_str());
-	long page = ::sysconf(_SC_PAGESIZE);
-	uint64_t align = std::max<uint64_t>(page > 0 ? page : 4096,
+	uint64_t align = std::max<uint64_t>(device::hostPageSize(),
 					    iommu.pgsizes ? iommu.pgsizes & (~iommu.pgsizes + 1) : 4096);
 	if (p.address % align || p.size % align)
 		return makeError(EINVAL, "%s+%s is not aligned to %s (page and IOMMU page size)",

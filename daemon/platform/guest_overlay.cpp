@@ -18,6 +18,7 @@
 #include <cctype>
 #include <set>
 
+#include "common/path_util.h"
 #include "platform/fdt_writer.h"
 
 namespace vfio_broker::platform {
@@ -79,12 +80,6 @@ bool isValidLabel(const std::string &label)
 		return false;
 	return std::all_of(label.begin(), label.end(),
 			   [](unsigned char c) { return std::isalnum(c) || c == '_'; });
-}
-
-std::string baseName(const std::string &path)
-{
-	size_t slash = path.rfind('/');
-	return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
 std::string nameWithoutUnit(const std::string &nodeName)
@@ -224,7 +219,7 @@ Result<std::vector<Planned>> plan(const std::vector<GuestDeviceRequest> &devices
 			p.placement.guestSpis.push_back(static_cast<uint32_t>(nextSpi++));
 			p.placement.guestIrqFlags.push_back(irq.specifier[2] & 0xf);
 		}
-		std::string name = nameWithoutUnit(baseName(p.request->host.path));
+		std::string name = nameWithoutUnit(path::baseName(p.request->host.path));
 		if (name.empty())
 			return makeError(EINVAL, "%s: cannot name a guest node after it", p.request->host.path.c_str());
 		if (!p.placement.guestReg.empty())
@@ -364,7 +359,7 @@ std::string effectiveLabel(const GuestDeviceRequest &device)
 		return device.label;
 	if (isValidLabel(device.host.label))
 		return device.host.label;
-	std::string label = baseName(device.host.path);
+	std::string label = path::baseName(device.host.path);
 	for (char &c : label)
 		if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_'))
 			c = '_';
@@ -381,7 +376,7 @@ std::string platformSysfsPath(const DtNode &node)
 		return std::string();
 	bool amba = std::find(node.compatible.begin(), node.compatible.end(), "arm,primecell") != node.compatible.end();
 	return strFormat("/sys/bus/%s/devices/%llx.%s", amba ? "amba" : "platform",
-			 static_cast<unsigned long long>(node.reg[0].address), nameWithoutUnit(baseName(node.path)).c_str());
+			 static_cast<unsigned long long>(node.reg[0].address), nameWithoutUnit(path::baseName(node.path)).c_str());
 }
 
 Result<Overlay> buildOverlay(const std::vector<GuestDeviceRequest> &devices, const OverlayOptions &options,

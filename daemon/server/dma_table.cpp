@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "device/vfio_group.h"
 #include "vfio_user/protocol.h"
 
 namespace vfio_broker::server {
@@ -21,7 +22,7 @@ DmaTable::DmaTable(device::Device &device, uint32_t maxMappings)
 	// before the kernel would.
 	if (iommu_.maxMappings && iommu_.maxMappings < maxMappings_)
 		maxMappings_ = iommu_.maxMappings;
-	uint64_t host = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+	uint64_t host = device::hostPageSize();
 	uint64_t iommu = iommu_.pgsizes ? (iommu_.pgsizes & -iommu_.pgsizes) : host;
 	minPage_ = std::max(host, iommu);
 }
